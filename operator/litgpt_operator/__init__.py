@@ -1,0 +1,3 @@
+"""Kubernetes operator for LitGPT workflows (LitGPTModel, FinetuneJob, PretrainJob, ModelServer)."""
+
+__version__ = "0.1.0"
