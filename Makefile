@@ -1,0 +1,39 @@
+# Entry points for people and CI. `make demo` runs the main job on a built-in default;
+# `make test` runs every test (it builds the local control plane first if needed).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+
+.PHONY: venv cluster-bin cluster-up cluster-down test test-quick demo crds lint
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+cluster-bin:
+	bash hack/control-plane.sh install
+
+cluster-up: venv cluster-bin
+	bash hack/control-plane.sh up
+
+cluster-down:
+	bash hack/control-plane.sh down
+
+# The whole suite, as CI runs it.
+test: venv cluster-bin
+	$(PY) -m pytest
+
+# The quick local loop: no slow tests, no cluster.
+test-quick: venv
+	$(PY) -m pytest -m "not slow and not cluster"
+
+crds: venv
+	$(PY) -m litgpt_operator.api.generate
+
+demo: venv
+	bash hack/demo.sh

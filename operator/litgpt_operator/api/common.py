@@ -1,0 +1,162 @@
+"""Types shared by the four kinds: references, scheduling knobs, the status shape.
+
+Every field carries a description: it becomes the CRD's OpenAPI description, so
+`kubectl explain` and docs/api.md show it. Field names are camelCase on the wire (Kubernetes
+convention) and snake_case in Python.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+GROUP = "litgpt.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+# Names of objects we reference are DNS labels/subdomains; bounding them also bounds CEL cost.
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+# A Hugging Face repo id: `<org>/<name>`.
+REPO_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$"
+# A relative path inside a volume: non-empty segments, none of them `..` (RE2 has no look-ahead,
+# so "a segment other than .." is spelled out: starts with a non-dot, or is `.`, or `.x...`, or `..x...`).
+_SEGMENT = r"(?:[^/.][^/]*|\.|\.[^/.][^/]*|\.\.[^/]+)"
+RELATIVE_PATH_PATTERN = rf"^{_SEGMENT}(?:/{_SEGMENT})*$"
+# Precision values Lightning Fabric accepts.
+Precision = Literal["32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true"]
+
+# A Kubernetes quantity ("500m", "4Gi", 2): int-or-string in the schema.
+Quantity = Union[int, str]
+
+
+def cel(rule: str, message: str, field_path: Optional[str] = None, reason: Optional[str] = None) -> dict:
+    """One `x-kubernetes-validations` entry (a CEL rule the API server evaluates on write)."""
+    entry: dict[str, Any] = {"rule": rule, "message": message}
+    if field_path:
+        entry["fieldPath"] = field_path
+    if reason:
+        entry["reason"] = reason
+    return entry
+
+
+class ApiModel(BaseModel):
+    """Base of every schema object: camelCase aliases, unknown fields refused."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", protected_namespaces=()
+    )
+
+    def to_wire(self) -> dict:
+        """The object as the API server stores it (camelCase, unset optionals left out)."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def name_field(description: str, **kwargs: Any) -> Any:
+    return Field(description=description, min_length=1, max_length=253, pattern=NAME_PATTERN, **kwargs)
+
+
+class LocalObjectReference(ApiModel):
+    """A reference to another object of the same namespace."""
+
+    name: str = name_field("Name of the referenced object (same namespace).")
+
+
+class SecretKeyRef(ApiModel):
+    """A key of a Secret in the same namespace."""
+
+    name: str = name_field("Name of the Secret (same namespace).")
+    key: str = Field(
+        "HF_TOKEN",
+        description="Key inside the Secret whose value is used.",
+        min_length=1,
+        max_length=253,
+    )
+
+
+class ResourceRequirements(ApiModel):
+    """Compute resources of a container (same meaning as a Pod's `resources`)."""
+
+    limits: Optional[dict[str, Quantity]] = Field(
+        None, description="Upper bounds, e.g. {cpu: 4, memory: 32Gi}. GPUs are set by the GPU fields, not here."
+    )
+    requests: Optional[dict[str, Quantity]] = Field(
+        None, description="Amounts the scheduler reserves, e.g. {cpu: 2, memory: 16Gi}."
+    )
+
+
+class Toleration(ApiModel):
+    """A Pod toleration (lets pods land on tainted nodes, e.g. GPU nodes)."""
+
+    key: Optional[str] = Field(None, description="Taint key the toleration applies to; empty means all keys.")
+    operator: Optional[Literal["Exists", "Equal"]] = Field(
+        None, description="Equal (default) matches the value; Exists matches any value."
+    )
+    value: Optional[str] = Field(None, description="Taint value matched when operator is Equal.")
+    effect: Optional[Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]] = Field(
+        None, description="Taint effect matched; empty means all effects."
+    )
+    toleration_seconds: Optional[int] = Field(
+        None, description="How long a NoExecute taint is tolerated before eviction (seconds)."
+    )
+
+
+class PodPlacement(ApiModel):
+    """Resources and placement of the pods an object runs (mixed into each spec)."""
+
+    resources: Optional[ResourceRequirements] = Field(
+        None, description="CPU/memory of the main container; the operator's default resources when omitted."
+    )
+    node_selector: Optional[dict[str, str]] = Field(None, description="Node labels the pods must match.")
+    tolerations: Optional[list[Toleration]] = Field(
+        None, description="Tolerations of the pods.", max_length=32
+    )
+
+
+class Condition(ApiModel):
+    """One aspect of the object's state (the standard Kubernetes condition shape)."""
+
+    type: str = Field(description="Aspect this condition reports, e.g. Ready, Succeeded, Failed.", max_length=316)
+    status: Literal["True", "False", "Unknown"] = Field(description="Whether the aspect holds.")
+    reason: str = Field(description="One CamelCase word saying why, for machines.", max_length=1024)
+    message: str = Field("", description="Why, for humans: what happened and what to do.", max_length=32768)
+    last_transition_time: str = Field(
+        description="When status last changed (RFC 3339).", json_schema_extra={"format": "date-time"}
+    )
+    observed_generation: Optional[int] = Field(
+        None, description="metadata.generation of the spec this condition was computed from.", ge=0
+    )
+
+
+class StatusBase(ApiModel):
+    """What every kind reports."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    phase: Optional[str] = Field(None, description="Short summary of the state, for humans (see each kind).")
+    conditions: Optional[list[Condition]] = Field(
+        None,
+        description="Detailed state as standard conditions.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    observed_generation: Optional[int] = Field(
+        None, description="metadata.generation of the last spec the operator acted on.", ge=0
+    )
+
+
+class JobStatus(StatusBase):
+    """Status of a kind that runs to completion in a Kubernetes Job."""
+
+    job_name: Optional[str] = Field(None, description="Name of the Job running (or that ran) the work.")
+    start_time: Optional[str] = Field(
+        None, description="When the Job started (RFC 3339).", json_schema_extra={"format": "date-time"}
+    )
+    completion_time: Optional[str] = Field(
+        None, description="When the Job finished (RFC 3339).", json_schema_extra={"format": "date-time"}
+    )
+
+
+def gpus_field(description: str, default: int = 1) -> Any:
+    """GPUs per pod, requested as `nvidia.com/gpu` limits; 0 runs on CPU."""
+    return Field(default, description=description, ge=0, le=64)

@@ -1,0 +1,113 @@
+"""FinetuneJob: finetune a LitGPTModel on a dataset (LoRA, full, adapter, adapter v2)."""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import Field
+
+from litgpt_operator.api.common import ApiModel, JobStatus, LocalObjectReference, cel, name_field
+from litgpt_operator.api.kind import AGE, PHASE, KindInfo, PrinterColumn
+from litgpt_operator.api.training import PVCFile, TrainingArgs, TrainingSpec
+
+Method = Literal["lora", "full", "adapter", "adapter_v2"]
+
+# Small datasets may live in the object itself; a ConfigMap caps at 1 MiB anyway.
+INLINE_DATA_MAX = 512 * 1024
+
+
+class ConfigMapKey(ApiModel):
+    """A key of a ConfigMap in the same namespace."""
+
+    name: str = name_field("Name of the ConfigMap.")
+    key: str = Field(description="Key holding the JSON dataset.", min_length=1, max_length=253)
+
+
+class Dataset(ApiModel):
+    """An instruction dataset in JSON (a list of {instruction, input, output} records) from exactly one source."""
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel(
+                    "[has(self.file), has(self.configMap), has(self.inline)].filter(x, x).size() == 1",
+                    "set exactly one of file, configMap or inline.",
+                )
+            ]
+        }
+    }
+
+    file: Optional[PVCFile] = Field(None, description="A JSON file on a PVC.")
+    config_map: Optional[ConfigMapKey] = Field(None, description="A JSON dataset in a ConfigMap key.")
+    inline: Optional[str] = Field(
+        None, description="The JSON dataset itself (small sets only).", max_length=INLINE_DATA_MAX
+    )
+    val_split_fraction: float = Field(
+        0.05, description="Fraction of the records held out for validation.", ge=0, lt=1
+    )
+    prompt_style: str = Field(
+        "alpaca", description="Prompt template wrapping each record (e.g. alpaca).", min_length=1, max_length=64
+    )
+    mask_prompt: bool = Field(False, description="Exclude prompt tokens from the loss.")
+
+
+class LoRA(ApiModel):
+    """LoRA settings (method lora only)."""
+
+    r: int = Field(8, description="Rank of the low-rank update.", ge=1, le=1024)
+    alpha: int = Field(16, description="Scaling numerator (the update is scaled by alpha / r).", ge=1, le=4096)
+    dropout: float = Field(0.05, description="Dropout on the LoRA input.", ge=0, lt=1)
+    query: bool = Field(True, description="Apply LoRA to the attention queries.")
+    key: bool = Field(False, description="Apply LoRA to the attention keys.")
+    value: bool = Field(True, description="Apply LoRA to the attention values.")
+    projection: bool = Field(False, description="Apply LoRA to the attention output projection.")
+    mlp: bool = Field(False, description="Apply LoRA to the MLP.")
+    head: bool = Field(False, description="Apply LoRA to the output head.")
+
+
+class FinetuneJobSpec(TrainingSpec):
+    """What to finetune, on what, how."""
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel("!has(self.lora) || self.method == 'lora'", "lora settings apply only to method lora.", ".lora"),
+            ]
+        }
+    }
+
+    model_ref: LocalObjectReference = Field(
+        description="The LitGPTModel to finetune; the job waits until it is Ready."
+    )
+    method: Method = Field(
+        "lora",
+        description="Finetuning method: lora (low-rank adapters), full (all weights), adapter or adapter_v2.",
+    )
+    data: Dataset = Field(description="The training data.")
+    train: TrainingArgs = Field(
+        default_factory=TrainingArgs, description="Training hyperparameters.", json_schema_extra={"default": {}}
+    )
+    lora: Optional[LoRA] = Field(None, description="LoRA settings (method lora; defaults apply when omitted).")
+
+
+class FinetuneJobStatus(JobStatus):
+    """Phase: Pending, Waiting (for the model), Running, Succeeded or Failed."""
+
+    output_claim_name: Optional[str] = Field(None, description="Claim holding the finetuned checkpoint.")
+    output_path: Optional[str] = Field(None, description="Folder of the finetuned checkpoint inside the claim.")
+
+
+KIND = KindInfo(
+    kind="FinetuneJob",
+    plural="finetunejobs",
+    short_names=("ftj", "finetune"),
+    spec=FinetuneJobSpec,
+    status=FinetuneJobStatus,
+    description="Finetunes a LitGPTModel on a dataset in a Kubernetes Job (`litgpt finetune_<method>`).",
+    printer_columns=(
+        PrinterColumn("Model", ".spec.modelRef.name", description="The LitGPTModel finetuned"),
+        PrinterColumn("Method", ".spec.method", description="Finetuning method"),
+        PHASE,
+        AGE,
+    ),
+)

@@ -1,0 +1,90 @@
+"""ModelServer: serve a LitGPTModel or a FinetuneJob's output over HTTP (`litgpt serve`)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from pydantic import Field
+
+from litgpt_operator.api.common import (
+    ApiModel,
+    LocalObjectReference,
+    PodPlacement,
+    Precision,
+    StatusBase,
+    cel,
+    gpus_field,
+)
+from litgpt_operator.api.kind import AGE, PHASE, KindInfo, PrinterColumn
+
+
+class Autoscaling(ApiModel):
+    """A HorizontalPodAutoscaler on CPU utilisation."""
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel("self.minReplicas <= self.maxReplicas", "minReplicas must not exceed maxReplicas.", ".minReplicas")
+            ]
+        }
+    }
+
+    min_replicas: int = Field(1, description="Fewest replicas.", ge=1, le=1000)
+    max_replicas: int = Field(description="Most replicas.", ge=1, le=1000)
+    target_cpu_utilization_percentage: int = Field(
+        80, description="Average CPU utilisation (percent of requests) the autoscaler aims at.", ge=1, le=100
+    )
+
+
+class ModelServerSpec(PodPlacement):
+    """What to serve and how many copies."""
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel(
+                    "has(self.modelRef) != has(self.finetuneRef)",
+                    "set exactly one of modelRef or finetuneRef.",
+                )
+            ]
+        }
+    }
+
+    model_ref: Optional[LocalObjectReference] = Field(None, description="LitGPTModel to serve.")
+    finetune_ref: Optional[LocalObjectReference] = Field(
+        None, description="FinetuneJob whose output to serve (once it has Succeeded)."
+    )
+    replicas: int = Field(1, description="Server pods (ignored while autoscaling is set).", ge=0, le=1000)
+    port: int = Field(8000, description="HTTP port of the server and of its Service.", ge=1, le=65535)
+    gpus: int = gpus_field("GPUs per replica (`nvidia.com/gpu` limit); 0 serves on CPU.")
+    precision: Optional[Precision] = Field(None, description="Numeric precision of inference.")
+    max_new_tokens: Optional[int] = Field(None, description="Default cap on generated tokens per request.", ge=1)
+    autoscaling: Optional[Autoscaling] = Field(None, description="Scale replicas with load (creates an HPA).")
+
+
+class ModelServerStatus(StatusBase):
+    """Phase: Pending, Waiting (for the model), Progressing, Ready or Failed."""
+
+    deployment_name: Optional[str] = Field(None, description="Name of the Deployment running the server.")
+    service_name: Optional[str] = Field(None, description="Name of the Service in front of it.")
+    url: Optional[str] = Field(None, description="In-cluster URL of the server.")
+    replicas: Optional[int] = Field(None, description="Pods of the current Deployment.", ge=0)
+    available_replicas: Optional[int] = Field(None, description="Pods passing the /health readiness probe.", ge=0)
+
+
+KIND = KindInfo(
+    kind="ModelServer",
+    plural="modelservers",
+    short_names=("msv", "modelsrv"),
+    spec=ModelServerSpec,
+    status=ModelServerStatus,
+    description="Serves a LitGPTModel or a FinetuneJob's output with `litgpt serve` behind a Service.",
+    printer_columns=(
+        PrinterColumn("Model", ".spec.modelRef.name", description="LitGPTModel served"),
+        PrinterColumn("Finetune", ".spec.finetuneRef.name", description="FinetuneJob served"),
+        PrinterColumn("Available", ".status.availableReplicas", "integer", description="Ready replicas"),
+        PHASE,
+        PrinterColumn("URL", ".status.url", description="In-cluster URL", priority=1),
+        AGE,
+    ),
+)

@@ -1,0 +1,51 @@
+"""The least Kubernetes rights the operator needs, in one place (the Helm chart packages this).
+
+Each rule says which code path needs it. `cluster_role()` is rendered to
+operator/rbac/clusterrole.yaml by `python -m litgpt_operator.api.generate`; bind it with a
+ClusterRoleBinding (cluster-wide watch) or a RoleBinding per watched namespace.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litgpt_operator.api import GROUP, KINDS
+
+ROLE_NAME = "litgpt-operator"
+READ = ["get", "list", "watch"]
+
+# (apiGroups, resources, verbs, why)
+RULES: list[tuple[list[str], list[str], list[str], str]] = [
+    ([GROUP], [k.plural for k in KINDS], READ + ["patch"],
+     "watch the custom resources; kopf patches its progress/last-handled annotations"),
+    ([GROUP], [f"{k.plural}/status" for k in KINDS], ["get", "patch", "update"],
+     "write status (conditions, phase)"),
+    ([GROUP], [f"{k.plural}/finalizers" for k in KINDS], ["update"],
+     "set blockOwnerDeletion on children (OwnerReferencesPermissionEnforcement)"),
+    (["batch"], ["jobs"], READ + ["create", "patch"], "download, finetune and pretrain Jobs"),
+    (["apps"], ["deployments"], READ + ["create", "patch"], "ModelServer Deployments (server-side apply)"),
+    (["autoscaling"], ["horizontalpodautoscalers"], READ + ["create", "patch", "delete"],
+     "optional ModelServer autoscaler (deleted when autoscaling is removed)"),
+    ([""], ["services", "persistentvolumeclaims", "configmaps"], READ + ["create", "patch"],
+     "server Services, headless training Services, model cache claims, inline datasets"),
+    ([""], ["pods"], READ, "read pod states for failure reasons (image pull, OOMKilled, exit code)"),
+    ([""], ["pods/log"], ["get"], "last lines of a failed pod's log in the failure message"),
+    ([""], ["events"], ["create", "patch"], "Events on every transition"),
+    (["events.k8s.io"], ["events"], ["create", "patch"], "Events (newer API)"),
+    # kopf itself: discovering CRDs, and namespaces when watching cluster-wide or by pattern.
+    (["apiextensions.k8s.io"], ["customresourcedefinitions"], READ, "kopf resource discovery"),
+    ([""], ["namespaces"], READ, "kopf namespace scanning (cluster-wide or pattern watch)"),
+]
+
+
+def policy_rules() -> list[dict[str, Any]]:
+    return [{"apiGroups": groups, "resources": resources, "verbs": verbs} for groups, resources, verbs, _ in RULES]
+
+
+def cluster_role(name: str = ROLE_NAME) -> dict[str, Any]:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "litgpt-operator"}},
+        "rules": policy_rules(),
+    }

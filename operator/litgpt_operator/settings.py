@@ -1,0 +1,117 @@
+"""The operator's settings: one typed object from `LITGPT_OPERATOR_*` environment variables.
+
+Read and validated once at start-up (`Settings.from_env`); a bad value stops the operator with one
+message naming the variable. Lists are comma-separated; structured values are JSON.
+The Helm chart sets these from its values.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Literal, Mapping, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from litgpt_operator.api.common import GROUP, ResourceRequirements
+
+ENV_PREFIX = "LITGPT_OPERATOR_"
+
+# kopf persistence, set explicitly so that upgrades of kopf never change where state lives.
+FINALIZER = f"{GROUP}/finalizer"
+ANNOTATIONS_PREFIX = GROUP
+LAST_HANDLED_ANNOTATION = "last-handled-configuration"
+FIELD_MANAGER = "litgpt-operator"
+
+
+class SettingsError(ValueError):
+    """A setting from the environment is invalid; the message names the variable."""
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    runtime_image: str = Field(
+        "ghcr.io/litgpt-operator/litgpt:0.1.0", min_length=1, description="Image of the litgpt runtime pods."
+    )
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    image_pull_secrets: list[str] = Field(default_factory=list, description="Secrets for pulling the runtime image.")
+    namespaces: list[str] = Field(
+        default_factory=list, description="Namespaces to watch (patterns allowed); empty means cluster-wide."
+    )
+    log_format: Literal["plain", "full", "json"] = "plain"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    default_resources: ResourceRequirements = Field(
+        default_factory=lambda: ResourceRequirements(requests={"cpu": "1", "memory": "2Gi"}),
+        description="Resources of runtime containers whose object sets none.",
+    )
+    run_as_user: int = Field(1000, ge=1, description="Non-root UID of runtime pods.")
+    run_as_group: int = Field(1000, ge=1)
+    fs_group: int = Field(1000, ge=1, description="Group owning mounted volumes, so the non-root user can write.")
+    hf_endpoint: Optional[str] = Field(None, description="HF_ENDPOINT for download pods (a Hub mirror).")
+    retry_delay_seconds: float = Field(10.0, gt=0, description="Delay before re-checking an unmet dependency.")
+    resync_interval_seconds: float = Field(60.0, ge=0, description="Periodic re-reconcile; 0 disables it.")
+    log_tail_lines: int = Field(20, ge=0, le=200, description="Pod log lines quoted in failure messages.")
+    watch_server_timeout_seconds: Optional[int] = Field(
+        None, ge=1, description="Server-side timeout of kopf's watch requests (short in tests)."
+    )
+    standalone: bool = Field(True, description="Run without kopf peering (one replica).")
+    peering_name: str = Field("litgpt-operator", min_length=1)
+
+    @field_validator("namespaces", "image_pull_secrets", mode="before")
+    @classmethod
+    def _split_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("default_resources", mode="before")
+    @classmethod
+    def _parse_json(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return json.loads(value)
+        return value
+
+    @property
+    def clusterwide(self) -> bool:
+        return not self.namespaces
+
+    @classmethod
+    def from_env(cls, env: Optional[Mapping[str, str]] = None) -> "Settings":
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for name in cls.model_fields:
+            key = ENV_PREFIX + name.upper()
+            if key in env:
+                values[name] = env[key]
+        unknown = sorted(k for k in env if k.startswith(ENV_PREFIX) and k[len(ENV_PREFIX):].lower() not in cls.model_fields)
+        if unknown:
+            raise SettingsError(f"unknown setting(s) {', '.join(unknown)}; known: "
+                                + ", ".join(ENV_PREFIX + n.upper() for n in cls.model_fields))
+        try:
+            return cls(**values)
+        except json.JSONDecodeError as exc:  # pragma: no cover - wrapped by pydantic below
+            raise SettingsError(str(exc)) from None
+        except ValidationError as exc:
+            problems = []
+            for error in exc.errors():
+                field = str(error["loc"][0]) if error["loc"] else "?"
+                problems.append(f"{ENV_PREFIX}{field.upper()}: {error['msg']}")
+            raise SettingsError("invalid operator settings: " + "; ".join(problems)) from None
+
+
+_current: Optional[Settings] = None
+
+
+def current() -> Settings:
+    """The settings the running operator validated at start-up (read from the env on first use)."""
+    global _current
+    if _current is None:
+        _current = Settings.from_env()
+    return _current
+
+
+def install(settings: Settings) -> None:
+    """Make `settings` the running operator's settings (start-up, tests)."""
+    global _current
+    _current = settings
