@@ -34,6 +34,7 @@ test-quick: venv
 
 crds: venv
 	$(PY) -m litgpt_operator.api.generate
+	$(PY) hack/sync-chart-crds.py
 
 demo: venv
 	bash hack/demo.sh

@@ -50,12 +50,12 @@ class Settings(BaseModel):
     fs_group: int = Field(1000, ge=1, description="Group owning mounted volumes, so the non-root user can write.")
     hf_endpoint: Optional[str] = Field(None, description="HF_ENDPOINT for download pods (a Hub mirror).")
     retry_delay_seconds: float = Field(10.0, gt=0, description="Delay before re-checking an unmet dependency.")
-    resync_interval_seconds: float = Field(60.0, ge=0, description="Periodic re-reconcile; 0 disables it.")
     log_tail_lines: int = Field(20, ge=0, le=200, description="Pod log lines quoted in failure messages.")
     watch_server_timeout_seconds: Optional[int] = Field(
         None, ge=1, description="Server-side timeout of kopf's watch requests (short in tests)."
     )
     standalone: bool = Field(True, description="Run without kopf peering (one replica).")
+    health_port: Optional[int] = Field(8080, ge=1, le=65535, description="Port of the /healthz liveness endpoint.")
     peering_name: str = Field("litgpt-operator", min_length=1)
 
     @field_validator("namespaces", "image_pull_secrets", mode="before")
@@ -90,8 +90,6 @@ class Settings(BaseModel):
                                 + ", ".join(ENV_PREFIX + n.upper() for n in cls.model_fields))
         try:
             return cls(**values)
-        except json.JSONDecodeError as exc:  # pragma: no cover - wrapped by pydantic below
-            raise SettingsError(str(exc)) from None
         except ValidationError as exc:
             problems = []
             for error in exc.errors():

@@ -13,7 +13,7 @@ ACTIONS: dict[str, tuple[str, str]] = {
     "download": ("litgpt.download:main", "Download a model from the Hugging Face Hub and convert it into a checkpoint"),
     "chat": ("litgpt.chat:main", "Chat with a model interactively, using its chat template"),
     "generate": ("litgpt.generate:main", "Generate text from a prompt"),
-    "finetune": ("litgpt.finetune.lora:setup", "Finetune a model (LoRA by default; same as finetune_lora)"),
+    "finetune": ("litgpt.finetune:setup", "Finetune a model (LoRA by default; same as finetune_lora; --method full|adapter|adapter_v2)"),
     "finetune_full": ("litgpt.finetune.full:setup", "Finetune all weights of a model"),
     "finetune_lora": ("litgpt.finetune.lora:setup", "Finetune a model with LoRA"),
     "finetune_adapter": ("litgpt.finetune.adapter:setup", "Finetune a model with an adapter"),
@@ -22,6 +22,7 @@ ACTIONS: dict[str, tuple[str, str]] = {
     "serve": ("litgpt.serve.cli:main", "Serve a model over HTTP (OpenAI-compatible API)"),
     "merge_lora": ("litgpt.merge_lora:main", "Merge LoRA weights into the base model"),
     "convert_to_hf": ("litgpt.convert.litgpt_to_hf:main", "Convert a checkpoint back to the Hugging Face format"),
+    "fit_check": ("litgpt.fit:main", "Estimate a finetuning run's GPU memory and say whether it fits"),
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import os
 import sys
 from typing import Callable, NoReturn
 
@@ -95,8 +96,25 @@ def build_parser(action: str, function: Callable):
         default_env=False,
     )
     parser.add_argument("--config", action=ActionConfigFile, help="Path to a YAML file with options.")
-    parser.add_function_arguments(function, as_positional=True, fail_untyped=False)
+    optional = _optional_positional(function)
+    parser.add_function_arguments(function, as_positional=True, fail_untyped=False,
+                                  skip={optional} if optional else None)
+    if optional:
+        # e.g. `litgpt pretrain [model_name] --model_config ...`: jsonargparse would make a
+        # parameter with a default an option, so the optional first positional is added by hand.
+        import typing
+
+        parser.add_argument(optional, nargs="?", type=typing.get_type_hints(function)[optional], default=None,
+                            help=f"(optional) see `{optional}` below")
     return parser
+
+
+def _optional_positional(function: Callable) -> str | None:
+    """The first parameter, when it is positional and defaults to None."""
+    params = list(inspect.signature(function).parameters.values())
+    if params and params[0].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and params[0].default is None:
+        return params[0].name
+    return None
 
 
 def call_action(action: str, function: Callable, args: list[str]) -> object:
@@ -136,5 +154,9 @@ def run(actions: Actions, argv: list[str] | None = None) -> None:
     except UserError as exc:
         _fail(str(exc), EXIT_USER_ERROR)
     except KeyboardInterrupt:
+        # Exit now: waiting for worker threads (downloads) to finish would make Ctrl-C feel ignored.
+        # Nothing half-written is marked complete, so there is nothing to clean up.
         print("\ninterrupted", file=sys.stderr)
-        raise SystemExit(130)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)

@@ -214,6 +214,10 @@ def load_model(
     device = torch.device(device)
     if dtype is not None or device.type != "cpu":
         state_dict = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else None) for k, v in state_dict.items()}
+    if model_class is None:  # adapter finetunes name their variant classes in peft.yaml
+        from litgpt.peft import model_class_for
+
+        model_class, config = model_class_for(checkpoint_dir, config)
     with torch.device("meta"):
         model = (model_class or GPT)(config)
     model.load_state_dict(state_dict, strict=True, assign=True)

@@ -115,7 +115,8 @@ class Config:
             kind = "sliding_attention" if self.sliding_window_size else "full_attention"
             self.layer_types = [kind] * self.n_layer
         if len(self.layer_types) != self.n_layer:
-            raise ValueError(f"layer_types has {len(self.layer_types)} entries for {self.n_layer} layers")
+            # n_layer overridden on a preset (a smaller debug model): keep the periodic pattern
+            self.layer_types = [self.layer_types[i % len(self.layer_types)] for i in range(self.n_layer)]
         if self.rope_scaling is not None and self.rope_scaling.get("type") not in ("llama3", "linear", "longrope"):
             raise UserError(
                 f"RoPE scaling {self.rope_scaling.get('type')!r} is not supported "
@@ -138,9 +139,9 @@ class Config:
         preset = find_preset(name)
         if preset is None:
             raise UserError(
-                f"Unknown model {name!r}. Pass a Hugging Face repo id of a supported family; "
-                f"known ones include {', '.join(known_repo_ids()[:6])}, ... "
-                "(`litgpt download list` shows them all)."
+                f"Unknown model {name!r}. Built-in configs: {', '.join(known_repo_ids()[:8])}, ... "
+                f"({len(PRESETS)} in all); any other Hugging Face repo of a supported family works by its "
+                "repo id (org/name), its config.json is read at download time."
             )
         return cls(**{**preset, **overrides})
 

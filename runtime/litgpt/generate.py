@@ -44,11 +44,14 @@ def sample(logits: "torch.Tensor", temperature: float = 0.0, top_k: Optional[int
 
 def generate_tokens(model, prompt_ids: Sequence[int], max_new_tokens: int, temperature: float = 0.0,
                     top_k: Optional[int] = None, top_p: float = 1.0, stop_ids: Sequence[int] = (),
-                    generator: Optional["torch.Generator"] = None) -> Iterator[int]:
+                    generator: Optional["torch.Generator"] = None,
+                    context_length: Optional[int] = None) -> Iterator[int]:
     """Yield up to `max_new_tokens` new token ids after `prompt_ids`.
 
-    Stops early at any of `stop_ids` (the stop token itself is not yielded) or when the model's
-    context is full. Sets a fresh KV cache sized for this request on the model.
+    Stops early at any of `stop_ids` (the stop token itself is not yielded) or when the context
+    (`context_length`, default the model's `block_size`) is full. Sets a fresh KV cache sized for
+    this request on the model (and its `max_seq_length` to match: caches as long as the whole
+    context would not fit in memory for long-context models).
     """
     import torch
 
@@ -57,7 +60,7 @@ def generate_tokens(model, prompt_ids: Sequence[int], max_new_tokens: int, tempe
     prompt_len = len(prompt_ids)
     if prompt_len == 0:
         raise UserError("The prompt is empty; give some text to continue.")
-    limit = model.max_seq_length
+    limit = context_length or model.config.block_size
     if prompt_len >= limit:
         raise UserError(f"The prompt has {prompt_len} tokens but the model's context holds {limit}; shorten it.")
     total = min(prompt_len + max_new_tokens, limit)
@@ -67,7 +70,10 @@ def generate_tokens(model, prompt_ids: Sequence[int], max_new_tokens: int, tempe
     with torch.inference_mode():
         model.set_kv_cache(batch_size=1, max_seq_length=total, device=device)
         idx = torch.tensor([list(prompt_ids)], dtype=torch.long, device=device)
-        logits = model(idx, input_pos=torch.arange(prompt_len, device=device))[0, -1]
+        # input_pos_maxp1 saves a device sync per call; last_token_only skips the vocabulary
+        # projection for all prompt positions but the last.
+        logits = model(idx, input_pos=torch.arange(prompt_len, device=device), input_pos_maxp1=prompt_len,
+                       last_token_only=True)[0, -1]
         # Positions of decode steps, made once: building a tensor per step costs more than the
         # step's attention on small models.
         positions = torch.arange(prompt_len, total, device=device)
@@ -79,7 +85,8 @@ def generate_tokens(model, prompt_ids: Sequence[int], max_new_tokens: int, tempe
             yield token_id
             if step + 1 >= total - prompt_len:
                 return
-            logits = model(token.view(1, 1), input_pos=positions[step:step + 1])[0, -1]
+            logits = model(token.view(1, 1), input_pos=positions[step:step + 1],
+                           input_pos_maxp1=prompt_len + step + 1, last_token_only=True)[0, -1]
 
 
 # --- device / precision -----------------------------------------------------------------------

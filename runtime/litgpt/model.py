@@ -39,6 +39,9 @@ import torch.nn.functional as F
 
 from litgpt.config import Config
 
+# F.scaled_dot_product_attention(enable_gqa=) arrived in torch 2.5
+_SDPA_GQA = tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 5)
+
 # (cos, sin), each (T, rope_n_elem) or (B, 1, T, rope_n_elem) for per-row positions.
 Rope = tuple[torch.Tensor, torch.Tensor]
 
@@ -73,7 +76,7 @@ def build_norm(config: Config, size: int) -> nn.Module:
 
 
 # --- rotary position embedding ---------------------------------------------------------------
-def rope_inv_freq(n_elem: int, base: float, scaling: Optional[dict], max_seq_length: int) -> tuple[torch.Tensor, float]:
+def rope_inv_freq(n_elem: int, base: float, scaling: Optional[dict], context_length: int) -> tuple[torch.Tensor, float]:
     """Inverse frequencies (n_elem // 2,) and the factor cos/sin are multiplied by."""
     inv_freq = 1.0 / (base ** (torch.arange(0, n_elem, 2, dtype=torch.int64).float() / n_elem))
     if scaling is None:
@@ -93,11 +96,10 @@ def rope_inv_freq(n_elem: int, base: float, scaling: Optional[dict], max_seq_len
         medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
         return torch.where(medium, smoothed, scaled), 1.0
     if kind == "longrope":
-        # Phi-3/4 "LongRoPE": per-frequency stretch factors. The short set is used while the
-        # context fits the original length, the long set beyond (chosen once per cache size,
-        # where transformers re-decides per call).
+        # Phi-3/4 "LongRoPE": per-frequency stretch factors; the short set while the context fits
+        # the original length, the long set beyond.
         orig = scaling["original_max_seq_len"]
-        ext = scaling["long_factor"] if max_seq_length > orig else scaling["short_factor"]
+        ext = scaling["long_factor"] if context_length > orig else scaling["short_factor"]
         ext = torch.tensor(ext, dtype=torch.float32)
         inv_freq = 1.0 / (ext * base ** (torch.arange(0, n_elem, 2, dtype=torch.int64).float() / n_elem))
         attention_factor = scaling.get("attention_factor")
@@ -109,10 +111,18 @@ def rope_inv_freq(n_elem: int, base: float, scaling: Optional[dict], max_seq_len
 
 
 def build_rope_cache(
-    seq_len: int, n_elem: int, base: float, scaling: Optional[dict], device: Optional[torch.device] = None
+    seq_len: int,
+    n_elem: int,
+    base: float,
+    scaling: Optional[dict],
+    device: Optional[torch.device] = None,
+    context_length: Optional[int] = None,
 ) -> Rope:
-    """cos, sin of shape (seq_len, n_elem) in float32; halves repeated (rotate-half layout)."""
-    inv_freq, attention_factor = rope_inv_freq(n_elem, base, scaling, seq_len)
+    """cos, sin of shape (seq_len, n_elem) in float32; halves repeated (rotate-half layout).
+
+    context_length: the length LongRoPE picks its factor set by (default seq_len).
+    """
+    inv_freq, attention_factor = rope_inv_freq(n_elem, base, scaling, seq_len if context_length is None else context_length)
     positions = torch.arange(seq_len, dtype=torch.float32, device=device)
     freqs = torch.outer(positions, inv_freq.to(device))  # (seq_len, n_elem // 2)
     emb = torch.cat((freqs, freqs), dim=-1)  # (seq_len, n_elem)
@@ -140,8 +150,6 @@ class KVCache(nn.Module):
 
     def forward(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Write k, v (B, G, T, hs) at input_pos ((T,) or (B, T)); return the whole cache."""
-        self.k = self.k.to(k.dtype)  # no-op unless the model dtype changed after set_kv_cache
-        self.v = self.v.to(v.dtype)
         if input_pos.dim() == 1:
             self.k.index_copy_(2, input_pos, k)
             self.v.index_copy_(2, input_pos, v)
@@ -178,6 +186,7 @@ class CausalSelfAttention(nn.Module):
             self.norm_q = RMSNorm(hs, eps=config.norm_eps, unit_offset=config.norm_unit_offset)
             self.norm_k = RMSNorm(hs, eps=config.norm_eps, unit_offset=config.norm_unit_offset)
         self.kv_cache: Optional[KVCache] = None
+        self.sliding_window = config.sliding_window_size if config.is_sliding(block_idx) else None
         scalar = config.attention_scores_scalar or hs
         self.scale = 1.0 / math.sqrt(scalar)
 
@@ -208,7 +217,11 @@ class CausalSelfAttention(nn.Module):
                 raise RuntimeError("input_pos needs a KV cache: call model.set_kv_cache(batch_size) first")
             k, v = self.kv_cache(input_pos, k, v)  # (B, G, max_seq_length, hs)
             if input_pos_maxp1 is not None:  # keys past the furthest position are still empty
-                k, v = k[:, :, :input_pos_maxp1], v[:, :, :input_pos_maxp1]
+                start = 0
+                if self.sliding_window is not None and T == 1 and input_pos.dim() == 1:
+                    # one token, one position: the window is a slice, no mask needed (see GPT._mask)
+                    start = max(0, input_pos_maxp1 - self.sliding_window)
+                k, v = k[:, :, start:input_pos_maxp1], v[:, :, start:input_pos_maxp1]
 
         y = self.scaled_dot_product_attention(q, k, v, mask)  # (B, H, T, hs)
         y = y.transpose(1, 2).reshape(B, T, H * hs)
@@ -217,25 +230,37 @@ class CausalSelfAttention(nn.Module):
     def scaled_dot_product_attention(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor]
     ) -> torch.Tensor:
-        H, G = q.size(1), k.size(1)
-        if H != G:  # GQA: every kv group serves H // G consecutive query heads
-            k = k.repeat_interleave(H // G, dim=1)
-            v = v.repeat_interleave(H // G, dim=1)
+        """q (B, H, T, hs), k/v (B, G, S, hs), mask None (causal over T) or (B|1, 1, T, S) -> (B, H, T, hs)."""
+        B, H, T, hs = q.shape
+        G, S = k.size(1), k.size(2)
         cap = self.config.attention_logit_softcapping
+        if mask is None and T > 1:
+            if cap is None:  # causal prefill / training: the fused causal kernel
+                if H != G and not _SDPA_GQA:
+                    k, v = k.repeat_interleave(H // G, dim=1), v.repeat_interleave(H // G, dim=1)
+                return F.scaled_dot_product_attention(
+                    q, k, v, is_causal=True, scale=self.scale, **({"enable_gqa": True} if H != G else {})
+                )
+            mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(diagonal=S - T)[None, None]
+        # (mask None with T == 1: one new token sees every key it is given.)
+        R = H // G
+        if R > 1:
+            # GQA without copying the cache: the R query heads sharing a kv group become R * T rows
+            # of one "head" per group.   q (B, H, T, hs) -> (B, G, R*T, hs);  mask -> (b, 1, R*T, S)
+            q = q.reshape(B, G, R * T, hs)
+            if mask is not None:
+                b = mask.size(0)
+                mask = mask.unsqueeze(2).expand(b, 1, R, T, S).reshape(b, 1, R * T, S)
         if cap is None:
-            # mask None means "causal over T"; with one query (T == 1) that is no mask at all, and
-            # SDPA's is_causal would wrongly align it top-left.
-            is_causal = mask is None and q.size(2) > 1
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, scale=self.scale)
-        # Gemma 2 squashes the scores with tanh before the softmax: no fused kernel does that.
-        scores = (q @ k.transpose(-2, -1)) * self.scale  # (B, H, T, S)
-        scores = torch.tanh(scores / cap) * cap
-        if mask is None:
-            T, S = q.size(2), k.size(2)
-            mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(diagonal=S - T)
-        scores = scores.masked_fill(~mask, float("-inf"))
-        probs = F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
-        return probs @ v
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
+        else:
+            # Gemma 2 squashes the scores with tanh before the softmax: no fused kernel does that.
+            scores = (q @ k.transpose(-2, -1)) * self.scale  # (B, G, R*T, S)
+            scores = torch.tanh(scores / cap) * cap
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            y = F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype) @ v
+        return y.view(B, H, T, hs)
 
 
 # --- MLPs ------------------------------------------------------------------------------------
@@ -337,7 +362,7 @@ class GPT(nn.Module):
             self.lm_head.weight = self.transformer.wte.weight
         self._max_seq_length = config.block_size
         self._rope_device: Optional[torch.device] = None
-        self._ropes: dict[str, Rope] = {}
+        self._ropes: dict[str, dict[str, Rope]] = {}
 
     # -- sequence length and caches --
     @property
@@ -352,18 +377,28 @@ class GPT(nn.Module):
         self._max_seq_length = value
         self._ropes = {}  # rebuilt lazily on the next forward, on the input's device
 
-    def _rope_caches(self, device: torch.device) -> dict[str, Rope]:
-        """cos/sin per layer type, (max_seq_length, rope_n_elem) float32; built once per device/length."""
-        if not self._ropes or self._rope_device != device:
-            cfg = self.config
-            full = build_rope_cache(self._max_seq_length, cfg.rope_n_elem, cfg.rope_base, cfg.rope_scaling, device)
-            self._ropes = {"full_attention": full, "sliding_attention": full}
+    def _rope_caches(self, device: torch.device, seq_len: int) -> dict[str, Rope]:
+        """cos/sin per layer type, (max_seq_length, rope_n_elem) float32; built once per device/length.
+
+        LongRoPE (Phi-3/4) has two sets of frequencies; like transformers we use the short set while
+        the sequence (1 + the largest position) fits the original context and the long one beyond.
+        """
+        cfg = self.config
+        variant = "short"
+        if cfg.rope_scaling and cfg.rope_scaling["type"] == "longrope" and seq_len > cfg.rope_scaling["original_max_seq_len"]:
+            variant = "long"
+        if self._rope_device != device:
+            self._ropes, self._rope_device = {}, device
+        if variant not in self._ropes:
+            n = self._max_seq_length
+            # rope_inv_freq picks the LongRoPE set from the length it is given
+            length_for_factors = n if variant == "long" else 0
+            full = build_rope_cache(n, cfg.rope_n_elem, cfg.rope_base, cfg.rope_scaling, device, length_for_factors)
+            ropes = {"full_attention": full, "sliding_attention": full}
             if cfg.rope_local_base is not None:
-                self._ropes["sliding_attention"] = build_rope_cache(
-                    self._max_seq_length, cfg.rope_n_elem, cfg.rope_local_base, None, device
-                )
-            self._rope_device = device
-        return self._ropes
+                ropes["sliding_attention"] = build_rope_cache(n, cfg.rope_n_elem, cfg.rope_local_base, None, device)
+            self._ropes[variant] = ropes
+        return self._ropes[variant]
 
     def set_kv_cache(
         self,
@@ -403,7 +438,7 @@ class GPT(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
             if getattr(module, "bias", None) is not None:
                 nn.init.zeros_(module.bias)
-        elif hasattr(module, "reset_parameters") and not isinstance(module, KVCache):
+        elif isinstance(module, (RMSNorm, nn.LayerNorm)):
             module.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -426,7 +461,6 @@ class GPT(nn.Module):
         """
         B, T = idx.shape
         cfg = self.config
-        ropes = self._rope_caches(idx.device)
         if input_pos is None:
             if T > self._max_seq_length:
                 raise ValueError(f"sequence of length {T} exceeds max_seq_length {self._max_seq_length}")
@@ -439,6 +473,7 @@ class GPT(nn.Module):
             # positions 0..T-1 with nothing cached before: plain causal attention over idx
             prefill = not per_row and maxp1 == T
 
+        ropes = self._rope_caches(idx.device, maxp1)
         layer_ropes, masks = {}, {}
         for kind in set(cfg.layer_types):
             cos, sin = ropes[kind]
@@ -472,11 +507,10 @@ class GPT(nn.Module):
         if window is not None and window >= maxp1:
             window = None  # the window never cuts anything off
         T = positions.size(-1)
-        if window is None:
-            if prefill:
-                return None
-            if T == 1 and positions.dim() == 1:
-                return None  # one new token may see every cached key
+        if T == 1 and positions.dim() == 1:
+            return None  # one new token sees every key the attention passes it (sliding: a slice)
+        if window is None and prefill:
+            return None
         key_pos = torch.arange(maxp1, device=positions.device)
         query_pos = positions.unsqueeze(-1)  # (T, 1) or (B, T, 1)
         mask = key_pos <= query_pos  # (T, S) or (B, T, S)

@@ -44,8 +44,13 @@ INSTALL_HINT = "run hack/control-plane.sh install"
 # (and nothing writes half a change) while the store goes away.
 _STOP_ORDER = ("node-agent", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd")
 
-# The default simulated nodes: one plain, one with GPUs (the operator schedules on both kinds).
-DEFAULT_NODES = ("sim-cpu-0:cpu=8,memory=32Gi,pods=110", "sim-gpu-0:cpu=16,memory=64Gi,pods=110,nvidia.com/gpu=4")
+# The default nodes: simulated plain and GPU nodes (the operator schedules on both kinds), and
+# one exec node that really runs commands, tainted so only pods tolerating it land there.
+DEFAULT_NODES = (
+    "sim-cpu-0:cpu=8,memory=32Gi,pods=110",
+    "sim-gpu-0:cpu=16,memory=64Gi,pods=110,nvidia.com/gpu=4",
+    "exec-0:cpu=4,memory=16Gi,pods=20,mode=exec",
+)
 
 
 class ControlPlaneError(RuntimeError):
@@ -160,7 +165,7 @@ class ControlPlane:
 
     def _fresh_state_dir(self) -> None:
         # Keep nothing from an earlier run: a fresh etcd and fresh certs every time.
-        for child in ("pki", "etcd", "logs", "pids", "kcm", "scheduler"):
+        for child in ("pki", "etcd", "logs", "pids", "kcm", "scheduler", "node-agent"):
             shutil.rmtree(self.state_dir / child, ignore_errors=True)
         for child in ("pki", "logs", "pids", "kcm", "scheduler"):
             (self.state_dir / child).mkdir(parents=True, exist_ok=True)
@@ -206,15 +211,30 @@ class ControlPlane:
             f"--tls-cert-file={pki.serving.cert}",
             f"--tls-private-key-file={pki.serving.key}",
             f"--client-ca-file={pki.ca.cert}",
+            # A front-proxy CA, as kubeadm sets up: without one the controller-manager and the
+            # scheduler log an error every few seconds about the missing request-header CA.
+            f"--requestheader-client-ca-file={pki.ca.cert}",
+            "--requestheader-allowed-names=front-proxy-client",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
             "--authorization-mode=RBAC",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={pki.service_account_pub}",
             f"--service-account-signing-key-file={pki.service_account_key}",
             "--allow-privileged=true",
+            # `kubectl logs` reaches the node agent as it would a kubelet: at the node's
+            # InternalIP (127.0.0.1), verifying its certificate against our CA.
+            "--kubelet-preferred-address-types=InternalIP",
+            f"--kubelet-certificate-authority={pki.ca.cert}",
+            f"--kubelet-client-certificate={pki.admin.cert}",
+            f"--kubelet-client-key={pki.admin.key}",
             "--profiling=false",
-            # There are no kubelets to talk to and no other apiservers to share load with.
+            # One test client at a time: fair queuing only costs start-up time here.
             "--enable-priority-and-fairness=false",
+            # The `kubernetes` Service cannot point at 127.0.0.1 (endpoint validation forbids
+            # loopback addresses); exec-mode pods get KUBERNETES_SERVICE_HOST=127.0.0.1 instead.
             "--endpoint-reconciler-type=none",
         ])
         ca_context = ssl.create_default_context(cafile=str(pki.ca.cert))
@@ -252,6 +272,8 @@ class ControlPlane:
             "--leader-elect=false",
             "--profiling=false",
         ])
+        if self.nodes:  # started now, so its start-up overlaps the controller-manager's
+            self._spawn_node_agent(pki.serving)
         insecure = ssl._create_unverified_context()  # their serving certs are self-signed
         self._wait(lambda: _http_ok(f"https://127.0.0.1:{kcm_port}/healthz", insecure), "kube-controller-manager", deadline)
         self._wait(lambda: _http_ok(f"https://127.0.0.1:{sched_port}/healthz", insecure), "kube-scheduler", deadline)
@@ -262,22 +284,31 @@ class ControlPlane:
             "kube-controller-manager (default service account)",
             deadline,
         )
-        if self.nodes:
-            self._start_node_agent(deadline, ca_context)
+        for spec in self.nodes:
+            name = spec.split(":", 1)[0]
+            self._wait(lambda: _node_ready(f"{self.server}/api/v1/nodes/{name}", ca_context), f"node-agent ({name} Ready)", deadline)
         (self.state_dir / "server").write_text(self.server + "\n")
 
-    def _start_node_agent(self, deadline: float, ca_context: ssl.SSLContext) -> None:
+    def _spawn_node_agent(self, serving: certs.KeyPair) -> None:
+        # The agent's log endpoint uses the apiserver's serving pair: it is valid for 127.0.0.1.
         argv = [sys.executable, "-m", "tests.support.node_agent", "--kubeconfig", str(self.kubeconfig),
-                "--mode", self.agent_mode, "--work-dir", str(self.state_dir / "node-agent")]
+                "--mode", self.agent_mode, "--work-dir", str(self.state_dir / "node-agent"),
+                "--kubelet-port", str(_free_port()), "--tls-cert", str(serving.cert), "--tls-key", str(serving.key)]
         for spec in self.nodes:
             argv += ["--node", spec]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
         self._spawn("node-agent", argv, env=env, cwd=REPO_ROOT)
-        for spec in self.nodes:
-            name = spec.split(":", 1)[0]
-            self._wait(lambda: _node_ready(f"{self.server}/api/v1/nodes/{name}", ca_context), f"node-agent ({name} Ready)", deadline)
 
     def _wait(self, check, what: str, deadline: float) -> None:
+        began = time.monotonic()
+        try:
+            self._poll(check, what, deadline)
+        finally:
+            # Where start-up time goes, stage by stage (logs/startup.log).
+            with open(self.state_dir / "logs" / "startup.log", "a") as out:
+                out.write(f"{time.monotonic() - began:6.2f}s waiting for {what}\n")
+
+    def _poll(self, check, what: str, deadline: float) -> None:
         while True:
             for proc in self._procs.values():
                 if not proc.alive():
@@ -338,7 +369,11 @@ def _node_ready(url: str, context: ssl.SSLContext) -> bool:
     except (urllib.error.URLError, OSError, ValueError):
         return False
     conditions = node.get("status", {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    # A new Node carries the not-ready taint until the node lifecycle controller sees it Ready;
+    # until then the scheduler will not place pods on it.
+    tainted = any(t.get("key") == "node.kubernetes.io/not-ready" for t in node.get("spec", {}).get("taints") or [])
+    return ready and not tainted
 
 
 # --- command line (hack/control-plane.sh) ----------------------------------------------------
@@ -352,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-dir", type=Path, default=default_state_dir(), help="certs, data, logs, kubeconfig")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("bin-dir", help="print where the binaries are (or go)")
+    sub.add_parser("installed", help="exit 0 if every binary is installed")
     up = sub.add_parser("up", help="start the control plane and node agent in the background")
     up.add_argument("--node", action="append", help=f"name:resource=qty,... (default: {' '.join(DEFAULT_NODES)})")
     up.add_argument("--no-agent", action="store_true", help="no nodes: pods stay Pending")
@@ -363,6 +399,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "bin-dir":
         print(bin_dir())
+        return 0
+    if args.command == "installed":
+        try:
+            installed_bin_dir()
+        except BinariesMissing:
+            return 1
         return 0
     nodes = () if getattr(args, "no_agent", False) else tuple(getattr(args, "node", None) or DEFAULT_NODES)
     cp = ControlPlane(args.state_dir, nodes=nodes, agent_mode=getattr(args, "agent_mode", "simulate"))

@@ -102,8 +102,19 @@ class Toleration(ApiModel):
     )
 
 
+class PodMetadata(ApiModel):
+    """Extra labels and annotations for the pods an object runs (sidecar injection, cost tags...)."""
+
+    labels: Optional[dict[str, str]] = Field(
+        None, description="Labels added to the pods; the operator's own labels win on a clash."
+    )
+    annotations: Optional[dict[str, str]] = Field(None, description="Annotations added to the pods.")
+
+
 class PodPlacement(ApiModel):
     """Resources and placement of the pods an object runs (mixed into each spec)."""
+
+    pod_metadata: Optional[PodMetadata] = Field(None, description="Extra labels and annotations of the pods.")
 
     resources: Optional[ResourceRequirements] = Field(
         None, description="CPU/memory of the main container; the operator's default resources when omitted."

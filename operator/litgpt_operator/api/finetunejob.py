@@ -45,10 +45,12 @@ class Dataset(ApiModel):
     val_split_fraction: float = Field(
         0.05, description="Fraction of the records held out for validation.", ge=0, lt=1
     )
-    prompt_style: str = Field(
-        "alpaca", description="Prompt template wrapping each record (e.g. alpaca).", min_length=1, max_length=64
+    prompt_style: Literal["auto", "chat", "alpaca"] = Field(
+        "auto",
+        description="How a record becomes text: chat (the model's chat template), alpaca (the Alpaca prompt), "
+        "or auto (chat when the model has a template, else alpaca).",
     )
-    mask_prompt: bool = Field(False, description="Exclude prompt tokens from the loss.")
+    mask_prompt: bool = Field(True, description="Train only on the answers (prompt tokens left out of the loss).")
 
 
 class LoRA(ApiModel):
@@ -85,7 +87,9 @@ class FinetuneJobSpec(TrainingSpec):
     )
     data: Dataset = Field(description="The training data.")
     train: TrainingArgs = Field(
-        default_factory=TrainingArgs, description="Training hyperparameters.", json_schema_extra={"default": {}}
+        default_factory=TrainingArgs,
+        description="Training hyperparameters.",
+        json_schema_extra={"default": TrainingArgs().to_wire()},
     )
     lora: Optional[LoRA] = Field(None, description="LoRA settings (method lora; defaults apply when omitted).")
 

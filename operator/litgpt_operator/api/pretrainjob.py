@@ -37,6 +37,13 @@ class PretrainJobSpec(TrainingSpec):
                     reason="FieldValueRequired",
                 ),
                 cel(
+                    "has(self.output.claimName) || has(self.initialCheckpoint) || has(self.tokenizerRef)",
+                    "set output.claimName: with neither initialCheckpoint nor tokenizerRef there is no model "
+                    "cache claim to write to.",
+                    field_path=".output.claimName",
+                    reason="FieldValueRequired",
+                ),
+                cel(
                     "!self.fromScratch || !has(self.initialCheckpoint)",
                     "initialCheckpoint is only used when fromScratch is false.",
                     field_path=".initialCheckpoint",
@@ -71,10 +78,8 @@ class PretrainJobSpec(TrainingSpec):
     train: TrainingArgs = Field(
         default_factory=TrainingArgs,
         description="Training hyperparameters; train.maxTokens is the token budget.",
-        json_schema_extra={"default": {}},
-    )
-    master_port: int = Field(
-        29500, description="Port of the torch distributed rendezvous on the first pod.", ge=1024, le=65535
+        # The inner defaults spelled out: the server checks a default against the CEL rules as is.
+        json_schema_extra={"default": TrainingArgs().to_wire()},
     )
 
 

@@ -26,7 +26,20 @@ def structural_schema(model: type[BaseModel]) -> dict[str, Any]:
     """The model's schema (by alias) as a Kubernetes structural schema."""
     raw = model.model_json_schema(by_alias=True, mode="validation")
     defs = raw.pop("$defs", {})
-    return _convert(raw, defs, path=model.__name__)
+    schema = _convert(raw, defs, path=model.__name__)
+    schema["properties"] = {a: schema["properties"][a] for a in _own_fields_first(model)}
+    return schema
+
+
+def _own_fields_first(model: type[BaseModel]) -> list[str]:
+    """Field aliases, the model's own before inherited ones (pydantic puts bases first), so a
+    spec reads `repoId, revision, ...` before the shared `resources, nodeSelector, ...`."""
+    order: list[str] = []
+    for cls in model.__mro__:
+        for name in getattr(cls, "__annotations__", {}):
+            if name in model.model_fields and name not in order:
+                order.append(name)
+    return [model.model_fields[n].alias or n for n in order]
 
 
 def _resolve(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:

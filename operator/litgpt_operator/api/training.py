@@ -44,14 +44,18 @@ class TrainingArgs(ApiModel):
         }
     }
 
-    epochs: Optional[int] = Field(None, description="Passes over the training data.", ge=1, le=100000)
+    epochs: Optional[int] = Field(
+        None, description="Passes over the training data (the method's default when omitted).", ge=1, le=100000
+    )
     max_steps: Optional[int] = Field(None, description="Stop after this many optimizer steps.", ge=1)
     max_tokens: Optional[int] = Field(None, description="Stop after this many tokens (all processes together).", ge=1)
     global_batch_size: int = Field(16, description="Samples per optimizer step, over all processes.", ge=1, le=1 << 20)
     micro_batch_size: int = Field(
         1, description="Samples per forward/backward pass on one process (sets the memory use).", ge=1, le=1 << 16
     )
-    learning_rate: float = Field(3e-4, description="Peak learning rate, reached after warm-up.", gt=0, le=10)
+    learning_rate: Optional[float] = Field(
+        None, description="Peak learning rate, reached after warm-up (the method's default when omitted).", gt=0, le=10
+    )
     lr_warmup_steps: Optional[int] = Field(None, description="Optimizer steps of linear learning-rate warm-up.", ge=0)
     max_seq_length: Optional[int] = Field(
         None, description="Longest training sequence in tokens (the model's context length when omitted).", ge=1
@@ -89,4 +93,7 @@ class TrainingSpec(PodPlacement):
     )
     active_deadline_seconds: Optional[int] = Field(
         None, description="Fail the job when it runs longer than this (seconds).", ge=1
+    )
+    master_port: int = Field(
+        29500, description="Port of the torch distributed rendezvous on the first pod (nodes > 1).", ge=1024, le=65535
     )

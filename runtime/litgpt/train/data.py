@@ -6,9 +6,10 @@ Accepted records (one JSON array of objects in a `.json` file, or one object per
 - Alpaca: `{"instruction": str, "input": str (optional), "output": str}`
 - Chat: `{"messages": [{"role": "system"|"user"|"assistant", "content": str}, ...]}`
 
-Each record becomes one training sample: the text the model sees at inference (rendered with the
-model's own chat template when it has one, so `litgpt generate`/`chat` prompt it the same way)
-followed by the answer. Prompt tokens are masked out of the loss (target -100) unless
+Each record becomes one conversation rendered with the model's chat template (the one
+`litgpt generate`/`chat`/`serve` use, so the finetuned model is prompted as it was trained); a
+model without a template (a base model) gets the classic Alpaca prompt as its template, and the
+finetune output keeps it. Prompt tokens are masked out of the loss (target -100) unless
 `mask_prompt` is false. Samples are stored pre-shifted: `targets[t]` is the token that should
 follow `input_ids[t]`, so the loss needs no slicing and no position is wasted.
 """
@@ -31,15 +32,20 @@ if TYPE_CHECKING:
 
 IGNORE_INDEX = -100
 
-ALPACA_WITH_INPUT = (
-    "Below is an instruction that describes a task, paired with an input that provides further context. "
-    "Write a response that appropriately completes the request.\n\n"
-    "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
-)
-ALPACA_NO_INPUT = (
-    "Below is an instruction that describes a task. "
-    "Write a response that appropriately completes the request.\n\n"
-    "### Instruction:\n{instruction}\n\n### Response:\n"
+# The classic Alpaca prompt as a chat template. Models without a template of their own (base
+# models) are finetuned in this format, and the template is written into the output checkpoint,
+# so `litgpt generate`/`chat`/`serve` (and transformers after export) prompt the finetuned model
+# exactly as it was trained. `{bos}` is filled in for tokenizers that start text with BOS.
+ALPACA_TEMPLATE = (
+    "{bos}"
+    "{%- for message in messages %}"
+    "{%- if message['role'] == 'system' %}{{ message['content'] + '\\n\\n' }}"
+    "{%- elif message['role'] == 'user' %}"
+    "{{ 'Below is an instruction that describes a task. Write a response that appropriately completes "
+    "the request.\\n\\n### Instruction:\\n' + message['content'] + '\\n\\n### Response:\\n' }}"
+    "{%- elif message['role'] == 'assistant' %}{{ message['content'] + eos_token }}"
+    "{%- endif %}"
+    "{%- endfor %}"
 )
 
 PromptStyle = Literal["auto", "chat", "alpaca"]
@@ -63,8 +69,9 @@ class JSON(FinetuneData):
     val_split_fraction: float = 0.05
     """Share of the records held out for validation (when json_path is a single file)."""
     prompt_style: PromptStyle = "auto"
-    """How a record becomes a prompt: `chat` renders it with the model's chat template, `alpaca`
-    with the classic Alpaca prompt; `auto` is `chat` when the model has a template, else `alpaca`."""
+    """How a record becomes text: `chat` uses the model's chat template, `alpaca` the classic
+    Alpaca prompt (which then becomes the output's chat template); `auto` is `chat` when the model
+    has a template, else `alpaca`."""
     mask_prompt: bool = True
     """Train only on the answers (prompt tokens are masked out of the loss)."""
     long_samples: Literal["error", "truncate"] = "error"
@@ -80,6 +87,7 @@ class JSON(FinetuneData):
     def load(self, tokenizer: "Tokenizer", max_seq_length: int) -> tuple[list[dict], list[dict]]:
         if self.json_path is None:
             raise UserError("Give the training data: --data JSON --data.json_path <file.json|file.jsonl|folder>.")
+        self.prepare_tokenizer(tokenizer)
         path = Path(self.json_path)
         if path.is_dir():
             train_file, val_file = _find_split_file(path, "train"), _find_split_file(path, "val")
@@ -89,19 +97,24 @@ class JSON(FinetuneData):
         samples = self._tokenize_file(path, tokenizer, max_seq_length)
         return split_train_val(samples, self.val_split_fraction, self.seed)
 
-    def _tokenize_file(self, path: Path, tokenizer: "Tokenizer", max_seq_length: int) -> list[dict]:
+    def prepare_tokenizer(self, tokenizer: "Tokenizer") -> bool:
+        """Give the tokenizer the template the data is rendered with; True when it changed."""
         style = self.prompt_style
-        if style == "auto":
-            style = "chat" if tokenizer.has_chat_template else "alpaca"
         if style == "chat" and not tokenizer.has_chat_template:
             raise UserError(
                 f"--data.prompt_style chat needs a chat template, and the model in {tokenizer.checkpoint_dir} "
-                "has none; use --data.prompt_style alpaca."
+                "has none; use --data.prompt_style alpaca (or auto)."
             )
+        if style == "alpaca" or (style == "auto" and not tokenizer.has_chat_template):
+            tokenizer.chat_template = alpaca_template(tokenizer)
+            return True
+        return False
+
+    def _tokenize_file(self, path: Path, tokenizer: "Tokenizer", max_seq_length: int) -> list[dict]:
         samples = []
         for where, record in read_records(path):
-            segments = record_segments(record, where, tokenizer, style)
-            sample = encode_segments(segments, tokenizer, self.mask_prompt, chat=style == "chat")
+            segments = chat_segments(record_messages(record, where), where, tokenizer)
+            sample = encode_segments(segments, tokenizer, self.mask_prompt)
             if len(sample["input_ids"]) > max_seq_length:
                 if self.long_samples == "error":
                     raise UserError(
@@ -112,6 +125,11 @@ class JSON(FinetuneData):
                 sample = {k: v[:max_seq_length] for k, v in sample.items()}
             samples.append(_as_tensors(sample))
         return samples
+
+
+def alpaca_template(tokenizer: "Tokenizer") -> str:
+    starts_with_bos = tokenizer.bos_id is not None and tokenizer.encode("a")[:1] == [tokenizer.bos_id]
+    return ALPACA_TEMPLATE.replace("{bos}", "{{ bos_token }}" if starts_with_bos else "")
 
 
 def _find_split_file(folder: Path, split: str) -> Path:
@@ -198,26 +216,6 @@ def record_messages(record: dict, where: str) -> list[dict]:
 Segment = tuple[str, bool]  # (text, trained on)
 
 
-def record_segments(record: dict, where: str, tokenizer: "Tokenizer", style: str) -> list[Segment]:
-    """The record's text split into prompt parts (not trained) and answer parts (trained)."""
-    if style == "alpaca":
-        if "messages" in record:
-            messages = record_messages(record, where)
-            if sum(m["role"] == "assistant" for m in messages) != 1 or messages[-1]["role"] != "assistant":
-                raise UserError(
-                    f"{where}: a multi-turn conversation needs the model's chat template "
-                    "(--data.prompt_style chat); this model has none."
-                )
-            prompt = "\n\n".join(m["content"] for m in messages[:-1])
-            return [(ALPACA_NO_INPUT.format(instruction=prompt), False), (messages[-1]["content"], True)]
-        instruction = _text_field(record, "instruction", where)
-        extra = _text_field(record, "input", where, required=False)
-        output = _text_field(record, "output", where)
-        template = ALPACA_WITH_INPUT if extra else ALPACA_NO_INPUT
-        return [(template.format(instruction=instruction, input=extra), False), (output, True)]
-    return chat_segments(record_messages(record, where), where, tokenizer)
-
-
 def chat_segments(messages: list[dict], where: str, tokenizer: "Tokenizer") -> list[Segment]:
     """Render with the chat template; every assistant turn (with its end-of-turn marker) is trained.
 
@@ -247,22 +245,18 @@ def chat_segments(messages: list[dict], where: str, tokenizer: "Tokenizer") -> l
     return [(prompt, False), (full[len(prompt):], True)]
 
 
-def encode_segments(segments: list[Segment], tokenizer: "Tokenizer", mask_prompt: bool, chat: bool) -> dict[str, list[int]]:
+def encode_segments(segments: list[Segment], tokenizer: "Tokenizer", mask_prompt: bool) -> dict[str, list[int]]:
     """Token ids and pre-shifted targets of the rendered segments.
 
-    Chat text is encoded without an added BOS (the template writes its own, as `encode_chat`
-    does for inference) and ends with the template's end-of-turn marker; Alpaca text gets the
-    tokenizer's default BOS and an EOS after the answer so that generation learns to stop.
+    Encoded without an added BOS: the template writes its own, as `Tokenizer.encode_chat` does for
+    inference. The answers end with the template's end-of-turn marker, so generation learns to stop.
     """
     ids: list[int] = []
     labels: list[int] = []
-    for k, (text, trained) in enumerate(segments):
-        part = tokenizer.encode(text, bos=False if (chat or k > 0) else None)
+    for text, trained in segments:
+        part = tokenizer.encode(text, bos=False)
         ids += part
         labels += part if (trained or not mask_prompt) else [IGNORE_INDEX] * len(part)
-    if not chat and tokenizer.eos_id is not None:
-        ids.append(tokenizer.eos_id)
-        labels.append(tokenizer.eos_id)
     return {"input_ids": ids[:-1], "targets": labels[1:]}
 
 

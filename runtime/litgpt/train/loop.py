@@ -72,6 +72,13 @@ class Limits:
     max_tokens: Optional[int]
     total_steps: Optional[int]  # length of the learning rate schedule
 
+    def reached(self, state: "LoopState") -> bool:
+        return (
+            (self.max_steps is not None and state.step >= self.max_steps)
+            or (self.max_iters is not None and state.iter_num >= self.max_iters)
+            or (self.max_tokens is not None and state.tokens >= self.max_tokens)
+        )
+
 
 def resolve_limits(train: TrainArgs, accumulation: int, batches_per_epoch: Optional[int], tokens_per_step: Optional[int]) -> Limits:
     epochs = train.epochs
@@ -101,6 +108,35 @@ def summed_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch
     return F.cross_entropy(
         logits.reshape(-1, logits.size(-1)), batch["targets"].reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
     )
+
+
+class TargetOnlyLoss:
+    """`summed_loss` that computes the output head only where there is a target.
+
+    With masked prompts most positions have no target, and the head (n_embd x vocab, the largest
+    matrix of small models) plus its float logits dominate memory and a good part of the time. A
+    forward pre-hook on the model's `lm_head` keeps only the rows with a target, so the model
+    returns logits (N, vocab) for those N positions. The model and its state dict are untouched.
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.mask: Optional[torch.Tensor] = None
+        head = model.lm_head
+        head.register_forward_pre_hook(self._select)
+
+    def _select(self, _module, args):
+        if self.mask is None:
+            return None
+        return (args[0][self.mask],) + tuple(args[1:])
+
+    def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        targets = batch["targets"]
+        self.mask = targets != IGNORE_INDEX
+        try:
+            logits = model(batch["input_ids"])  # (N, vocab)
+        finally:
+            self.mask = None
+        return F.cross_entropy(logits, targets[targets != IGNORE_INDEX], reduction="sum")
 
 
 def count_targets(batch: dict[str, torch.Tensor]) -> int:
@@ -147,7 +183,7 @@ def save_training_state(fabric: Any, out_dir: Path, model, optimizer, state: Loo
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     fabric.barrier()
-    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    names = {_strip(n) for n, p in model.named_parameters() if p.requires_grad}
     # Frozen base weights are already in the base checkpoint: store only what training changes.
     model_filter = (lambda key, _value: _strip(key) in names) if trainable_only else None
     payload = {"model": model, "optimizer": optimizer, "loop": asdict(state)}
@@ -197,6 +233,37 @@ def validate(fabric: Any, model, val_source, max_iters: int, loss_fn=summed_loss
 # --- the loop ---------------------------------------------------------------------------------
 
 
+class StopSignal:
+    """SIGTERM (Kubernetes evicting or preempting the pod) asks for a stop at the next step
+    boundary: the loop saves a resumable checkpoint and exits with status 143, so a retried pod
+    continues with `--resume auto` instead of starting over."""
+
+    def __init__(self) -> None:
+        import signal
+        import threading
+
+        self.requested = False
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, _signum, _frame) -> None:
+        self.requested = True
+
+    def should_stop(self, fabric: Any) -> bool:
+        flag = torch.tensor(float(self.requested), device=fabric.device)
+        if fabric.world_size > 1:  # one process told is enough: all must stop at the same step
+            flag = fabric.all_reduce(flag, reduce_op="sum")
+        return bool(flag > 0)
+
+    def restore(self) -> None:
+        import signal
+
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+
 def peak_memory_gib(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30
@@ -227,6 +294,8 @@ def fit(
 ) -> LoopState:
     """Train `model` (already set up with Fabric) until a limit is reached; return the counters.
 
+    SIGTERM stops at the next step boundary with a checkpoint (exit status 143; see StopSignal).
+
     `checkpoint_files(folder)` may add files to each periodic checkpoint (e.g. hyperparameters).
     `flops_per_token` (training FLOPs, ~6 x parameters) adds an MFU-style FLOPs/s figure to the log.
     """
@@ -238,13 +307,6 @@ def fit(
         train_source.load_state_dict(state.data)
         fabric.print(f"Resuming from {resume_from} at step {state.step} ({state.tokens:,} tokens seen).")
 
-    def done() -> bool:
-        return (
-            (limits.max_steps is not None and state.step >= limits.max_steps)
-            or (limits.max_iters is not None and state.iter_num >= limits.max_iters)
-            or (limits.max_tokens is not None and state.tokens >= limits.max_tokens)
-        )
-
     if eval.initial_validation and state.step == 0:
         state.val_loss = validate(fabric, model, val_source, eval.max_iters, loss_fn)
         if state.val_loss is not None:
@@ -255,11 +317,24 @@ def fit(
         f"Training: {accumulation} micro-batch(es) of {train.micro_batch_size} per step on each of "
         f"{fabric.world_size} process(es); {total if total is not None else '?'} steps."
     )
+    saved_at = state.step if resume_from is not None else -1
+    stop = StopSignal()
+    try:
+        _steps(fabric, model, optimizer, train_source, val_source, train, eval, out_dir, state, limits, accumulation,
+               seed, loss_fn, trainable_only_checkpoints, checkpoint_files, flops_per_token, stop, saved_at)
+    finally:
+        stop.restore()
+    return state
+
+
+def _steps(fabric, model, optimizer, train_source, val_source, train, eval, out_dir, state, limits, accumulation,
+           seed, loss_fn, trainable_only_checkpoints, checkpoint_files, flops_per_token, stop, saved_at) -> None:
+    total = limits.total_steps
+
     batches = iter(train_source)
     model.train()
     window_start, window_tokens, window_loss, window_steps = time.perf_counter(), 0, 0.0, 0
-    saved_at = state.step if resume_from is not None else -1
-    while not done():
+    while not limits.reached(state):
         micro = []
         while len(micro) < accumulation and not (limits.max_iters is not None and state.iter_num >= limits.max_iters):
             micro.append(next(batches))
@@ -291,16 +366,16 @@ def fit(
         state.step += 1
         state.tokens += step_tokens * fabric.world_size
         window_tokens += step_tokens * fabric.world_size
-        window_loss += step_loss if isinstance(step_loss, float) else step_loss
+        window_loss += step_loss
         window_steps += 1
         state.data = train_source.state_dict()
 
-        if state.step % train.log_interval == 0 or done():
-            loss_now = fabric.all_reduce(torch.as_tensor(window_loss, device=fabric.device), reduce_op="mean") if fabric.world_size > 1 else window_loss
-            # window_loss sums per-step losses that are already divided by world_size's share.
-            loss_value = float(loss_now) / window_steps / (fabric.world_size if fabric.world_size > 1 else 1) * (fabric.world_size if fabric.world_size > 1 else 1)
+        if state.step % train.log_interval == 0 or limits.reached(state):
+            summed = torch.as_tensor(window_loss, dtype=torch.float64, device=fabric.device)
+            if fabric.world_size > 1:
+                summed = fabric.all_reduce(summed, reduce_op="mean")
             elapsed = time.perf_counter() - window_start
-            state.train_loss = loss_value / (fabric.world_size if fabric.world_size > 1 else 1) * (1 if fabric.world_size == 1 else fabric.world_size) / fabric.world_size * fabric.world_size if False else _mean_step_loss(float(loss_now), window_steps, fabric.world_size)
+            state.train_loss = _mean_step_loss(float(summed), window_steps)
             metrics = {
                 "step": state.step,
                 "epoch": getattr(train_source, "epoch", 0),
@@ -323,7 +398,7 @@ def fit(
             )
             window_start, window_tokens, window_loss, window_steps = time.perf_counter(), 0, 0.0, 0
 
-        if val_source is not None and state.step % eval.interval == 0 and not done():
+        if val_source is not None and state.step % eval.interval == 0 and not limits.reached(state):
             state.val_loss = validate(fabric, model, val_source, eval.max_iters, loss_fn)
             fabric.log_dict({"val_loss": state.val_loss}, step=state.step)
             fabric.print(f"step {state.step} | val loss {state.val_loss:.4f}")
@@ -331,6 +406,12 @@ def fit(
             path = save_training_state(fabric, out_dir, model, optimizer, state, trainable_only_checkpoints, checkpoint_files)
             saved_at = state.step
             fabric.print(f"Saved checkpoint {path}")
+        if stop.should_stop(fabric):
+            if saved_at != state.step:
+                path = save_training_state(fabric, out_dir, model, optimizer, state, trainable_only_checkpoints, checkpoint_files)
+                fabric.print(f"Saved checkpoint {path}")
+            fabric.print(f"Stopped by SIGTERM after step {state.step}; run again with --resume auto to continue.")
+            raise SystemExit(143)
 
     if eval.final_validation and val_source is not None:
         state.val_loss = validate(fabric, model, val_source, eval.max_iters, loss_fn)
@@ -341,13 +422,12 @@ def fit(
         save_training_state(fabric, out_dir, model, optimizer, state, trainable_only_checkpoints, checkpoint_files)
     for logger in fabric.loggers:
         logger.finalize("success")
-    return state
 
 
-def _mean_step_loss(summed: float, steps: int, world_size: int) -> float:
-    """Per-token loss of the window's steps.
+def _mean_step_loss(summed: float, steps: int) -> float:
+    """Per-token loss over the logging window's steps.
 
-    Each process's step loss is its share (its targets' loss x world_size / all targets), so the
-    mean over processes of those is the step's per-token loss.
+    Each process's step loss is its share (its targets' summed loss x world_size / all targets),
+    so the mean of those over processes is the step's loss per target token.
     """
     return summed / max(steps, 1)

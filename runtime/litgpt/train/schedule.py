@@ -23,6 +23,7 @@ def lr_at(step: int, *, peak: float, final: float, warmup_steps: int, total_step
         return peak * (step + 1) / warmup_steps
     if total_steps is None:
         return peak
-    decay_steps = max(total_steps - warmup_steps - 1, 1)
-    progress = min((step - warmup_steps) / decay_steps, 1.0)
+    # The cosine starts at the step that reached the peak (the first step without warm-up).
+    anchor = max(warmup_steps - 1, 0)
+    progress = min((step - anchor) / max(total_steps - 1 - anchor, 1), 1.0)
     return final + (peak - final) * 0.5 * (1.0 + math.cos(math.pi * progress))

@@ -1,0 +1,149 @@
+"""Finetuning speed and memory: our `litgpt finetune_*` side by side with the real `litgpt` package.
+
+    .venv/bin/python benchmarks/bench_finetune.py                       # SmolLM2-135M, CPU, lora/full/adapter
+    .venv/bin/python benchmarks/bench_finetune.py --methods lora --steps 10 --threads 2
+
+Shares the real litgpt's venv, the random-weight Hugging Face folder and both conversions with
+bench_generate.py (everything under benchmarks/.work/, git-ignored). The workload is the same for
+both tools: one Alpaca JSON file whose records all have the same token length (so every step
+processes exactly global_batch_size x length tokens in both, whatever the shuffling), prompts
+masked, the same micro/global batch sizes (gradient accumulation included), float32 on the CPU,
+the same thread count, no validation in between, LoRA on query+value with r=8 / adapter prompt 10
+from layer 2 (both tools' defaults).
+
+Measured per run: wall-clock seconds between consecutive optimizer-step log lines (stamped as each
+line arrives; the first steps are warm-up and dropped), tokens/s = tokens per step / median
+seconds per step, and the process's peak resident memory (wait4's ru_maxrss). Runs of the two tools
+alternate so background load hits both alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_generate import OUR_LITGPT, TOKENIZER_TEXT, WORK, build_hf_folder, convert_ours, convert_theirs, real_litgpt_venv  # noqa: E402
+
+OUR_STEP = re.compile(r"^step \d+/")
+THEIR_STEP = re.compile(r"iter time: .*\(step\)")
+ALPACA = ("Below is an instruction that describes a task. Write a response that appropriately completes the "
+          "request.\n\n### Instruction:\n{instruction}\n\n### Response:\n")
+
+
+def make_data(hf_dir: Path, length: int, records: int) -> tuple[Path, int]:
+    """`records` identical-length Alpaca records whose rendered prompt + answer + EOS is `length`
+    tokens (about half prompt, half answer)."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(hf_dir / "tokenizer.json"))
+    words = " ".join(TOKENIZER_TEXT * 40).split()
+
+    def n_tokens(instruction: str, output: str) -> int:
+        return len(tok.encode(ALPACA.format(instruction=instruction)).ids) + len(tok.encode(output).ids) + 1
+
+    instruction = " ".join(words[:4])
+    i = 4
+    while n_tokens(instruction, "") < length // 2:
+        instruction += " " + words[i]
+        i += 1
+    output, j = "", i
+    while True:
+        candidate = (output + " " + words[j]).strip()
+        if n_tokens(instruction, candidate) > length:
+            break
+        output, j = candidate, j + 1
+    actual = n_tokens(instruction, output)
+    path = WORK / f"finetune_data_{length}.json"
+    path.write_text(json.dumps([{"instruction": instruction, "output": output}] * records))
+    return path, actual
+
+
+def timed_run(cmd: list, threads: int, step_line: re.Pattern, log: Path) -> tuple[list[float], float]:
+    """(seconds between consecutive step lines, peak RSS in GiB) of one run."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1",
+           "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+    stamps = []
+    with open(log, "w") as out:
+        proc = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        for line in proc.stdout:
+            if step_line.search(line):
+                stamps.append(time.perf_counter())
+            out.write(line)
+        _, status, usage = os.wait4(proc.pid, 0)
+    if status != 0:
+        raise SystemExit(f"command failed (see {log}): {' '.join(map(str, cmd))}")
+    return [b - a for a, b in zip(stamps, stamps[1:])], usage.ru_maxrss / 2**20
+
+
+def commands(method: str, env_dir: Path, ours_dir: Path, theirs_dir: Path, data: Path, args) -> tuple[list, list]:
+    shared = ["--data", "JSON", "--data.json_path", data, "--data.val_split_fraction", "0.05", "--data.mask_prompt", "true",
+              "--train.global_batch_size", args.global_batch_size, "--train.micro_batch_size", args.micro_batch_size,
+              "--train.max_steps", args.steps, "--train.max_seq_length", args.length, "--train.save_interval", 100000,
+              "--train.log_interval", 1, "--train.lr_warmup_steps", 1, "--eval.interval", 100000, "--eval.max_iters", 1,
+              "--precision", "32-true", "--devices", 1]
+    ours = [OUR_LITGPT, f"finetune_{method}", ours_dir, *shared, "--out_dir", WORK / "out" / "ours" / method,
+            "--eval.final_validation", "false", "--train.max_norm", "null"]
+    theirs = [env_dir / "bin" / "litgpt", f"finetune_{method}", theirs_dir, *shared,
+              "--out_dir", WORK / "out" / "theirs" / method, "--eval.final_validation", "false"]
+    return ours, theirs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="SmolLM2-135M")
+    parser.add_argument("--litgpt_version", default="0.5.13")
+    parser.add_argument("--methods", default="lora,full,adapter")
+    parser.add_argument("--length", type=int, default=128, help="tokens per sample")
+    parser.add_argument("--global_batch_size", type=int, default=4)
+    parser.add_argument("--micro_batch_size", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=7, help="optimizer steps per run (the first 2 intervals are warm-up)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=1, help="alternating runs of each tool per method")
+    args = parser.parse_args()
+
+    env_dir = real_litgpt_venv(args.litgpt_version)
+    hf_dir = build_hf_folder(args.model)
+    theirs_dir = convert_theirs(env_dir, hf_dir, args.model)
+    ours_dir = convert_ours(hf_dir, args.model)
+    data, length = make_data(hf_dir, args.length, records=64)
+    tokens_per_step = args.global_batch_size * length
+    (WORK / "logs").mkdir(parents=True, exist_ok=True)
+
+    rows = []
+    for method in args.methods.split(","):
+        ours_cmd, theirs_cmd = commands(method, env_dir, ours_dir, theirs_dir, data, args)
+        times: dict[str, list[float]] = {"ours": [], "theirs": []}
+        peak: dict[str, float] = {"ours": 0.0, "theirs": 0.0}
+        for r in range(args.rounds):
+            for who, cmd, pattern in (("theirs", theirs_cmd, THEIR_STEP), ("ours", ours_cmd, OUR_STEP)):
+                steps, rss = timed_run(cmd, args.threads, pattern, WORK / "logs" / f"finetune_{method}_{who}_{r}.log")
+                if len(steps) < 3:
+                    raise SystemExit(f"{who} {method}: too few step lines to time (see benchmarks/.work/logs)")
+                times[who] += steps[2:]
+                peak[who] = max(peak[who], rss)
+                print(f"  {method:8s} {who:6s} round {r + 1}: {statistics.median(steps[2:]):.3f} s/step, "
+                      f"peak RSS {rss:.2f} GiB", flush=True)
+        spt = {who: statistics.median(t) for who, t in times.items()}
+        rows.append((method, spt, peak))
+
+    print(f"\n{args.model} (random weights), CPU, {args.threads} threads, float32, {length}-token samples "
+          f"(prompt masked), global batch {args.global_batch_size} = {args.global_batch_size // args.micro_batch_size} "
+          f"x micro {args.micro_batch_size}, {args.steps} steps (median of the steps after 2 warm-up)")
+    print(f"{'method':8s} | {'litgpt ' + args.litgpt_version:>22s} | {'ours':>22s} | tokens/s ratio | peak memory ratio")
+    for method, spt, peak in rows:
+        tps = {who: tokens_per_step / s for who, s in spt.items()}
+        print(f"{method:8s} | {spt['theirs']:6.2f} s {tps['theirs']:7.0f} tok/s | {spt['ours']:6.2f} s {tps['ours']:7.0f} tok/s"
+              f" | {tps['ours'] / tps['theirs']:14.2f}x | {peak['ours'] / peak['theirs']:.2f}x "
+              f"({peak['ours']:.2f} vs {peak['theirs']:.2f} GiB)")
+
+
+if __name__ == "__main__":
+    main()

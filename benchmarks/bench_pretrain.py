@@ -1,0 +1,197 @@
+"""Pretraining throughput: our `litgpt pretrain` side by side with the real litgpt's, same config,
+same tokens, same batches.
+
+    .venv/bin/python benchmarks/bench_pretrain.py                    # tiny Llama, CPU, 1 thread
+    .venv/bin/python benchmarks/bench_pretrain.py --steps 60 --threads 2
+
+Shares the venv with the pinned real litgpt and the benchmark tokenizer with bench_generate.py.
+The text (the tokenizer's sentences, shuffled into documents) is tokenised once with that
+tokenizer; ours reads the ids as a token shard folder (`--data TokenShards`), the real one through
+a minimal DataModule over the very same ids. Both train the same tiny Llama-style config from
+scratch: float32, CPU, one device, the same micro/global batch and sequence length, no
+validation. Each tool runs in its own process (alternating rounds); a timestamp is taken every
+time the training loop fetches a micro-batch, and tokens/s is measured between the fetch after
+the warm-up steps (the real litgpt compiles its model during the first ones) and the last fetch,
+i.e. over identical training work. Prints the median tokens/s of each and the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from bench_generate import TOKENIZER_TEXT, WORK, build_hf_folder, real_litgpt_venv  # noqa: E402
+
+CONFIG = dict(name="bench-tiny", block_size=256, vocab_size=600, padded_vocab_size=640, n_layer=4, n_embd=256,
+              n_head=8, n_query_groups=8, head_size=32, rotary_percentage=1.0, parallel_residual=False, bias=False,
+              norm_class_name="RMSNorm", norm_eps=1e-5, mlp_class_name="LLaMAMLP", intermediate_size=688,
+              rope_base=10000)
+
+# Runs inside the real litgpt's venv.
+THEIRS = r'''
+import json, sys, time
+import numpy as np, torch
+from torch.utils.data import DataLoader, Dataset
+from litgpt.args import EvalArgs, TrainArgs
+from litgpt.config import Config
+from litgpt.data import DataModule
+from litgpt.pretrain import setup
+
+a = json.loads(sys.argv[1])
+ids = np.load(a["tokens"])
+stamps = []
+
+class Chunks(Dataset):
+    def __init__(self, block):
+        self.block = block
+    def __len__(self):
+        return (len(ids) - 1) // self.block
+    def __getitem__(self, i):
+        return torch.from_numpy(ids[i * self.block: i * self.block + self.block + 1].astype(np.int64))
+
+def stamped(batch):
+    stamps.append(time.perf_counter())
+    return torch.stack(batch)
+
+class Data(DataModule):
+    def connect(self, tokenizer=None, batch_size=1, max_seq_length=-1):
+        self.batch_size, self.block = batch_size, max_seq_length
+    def train_dataloader(self):
+        g = torch.Generator().manual_seed(a["seed"])
+        return DataLoader(Chunks(self.block), batch_size=self.batch_size, shuffle=True, generator=g,
+                          collate_fn=stamped, drop_last=True)
+    def val_dataloader(self):
+        return DataLoader(Chunks(self.block), batch_size=self.batch_size, collate_fn=torch.stack)
+
+setup("bench-tiny", model_config=Config(**a["config"]), out_dir=__import__("pathlib").Path(a["out_dir"]),
+      precision="32-true", data=Data(), devices=1, tokenizer_dir=__import__("pathlib").Path(a["tokenizer_dir"]),
+      logger_name="csv", seed=a["seed"],
+      train=TrainArgs(save_interval=None, log_interval=1, global_batch_size=a["global_batch_size"],
+                      micro_batch_size=a["micro_batch_size"], max_steps=a["steps"], max_seq_length=a["block"],
+                      lr_warmup_steps=2, max_norm=1.0, min_lr=4e-5, tie_embeddings=False),
+      eval=EvalArgs(interval=10**6, max_iters=1, initial_validation=False, final_validation=False))
+json.dump(stamps, open(a["stamps"], "w"))
+'''
+
+# Runs in this venv with our runtime.
+OURS = r'''
+import json, sys, time
+from pathlib import Path
+import litgpt.train.text_data as text_data
+from litgpt.pretrain import setup
+from litgpt.train.args import EvalArgs, TrainArgs
+
+a = json.loads(sys.argv[1])
+stamps = []
+plain = text_data.stack_collate
+def stamped(samples):
+    stamps.append(time.perf_counter())
+    return plain(samples)
+text_data.stack_collate = stamped  # what pretrain.main collates training micro-batches with
+
+setup(model_config=Path(a["config_file"]), tokenizer_dir=Path(a["tokenizer_dir"]),
+      data=text_data.TokenShards(path=Path(a["shards"])), out_dir=Path(a["out_dir"]), precision="32-true",
+      devices=1, seed=a["seed"], compile=a["compile"],
+      train=TrainArgs(save_interval=None, log_interval=1, global_batch_size=a["global_batch_size"],
+                      micro_batch_size=a["micro_batch_size"], max_steps=a["steps"], max_seq_length=a["block"],
+                      lr_warmup_steps=2, learning_rate=4e-4, weight_decay=0.1, max_norm=1.0, min_lr=4e-5),
+      eval=EvalArgs(interval=10**6, max_iters=1, initial_validation=False, final_validation=False))
+json.dump(stamps, open(a["stamps"], "w"))
+'''
+
+
+def tokens_file(hf_dir: Path) -> tuple[Path, Path]:
+    """The benchmark text as token ids: a .npy (theirs) and a shard folder (ours)."""
+    import numpy as np
+    from tokenizers import Tokenizer
+
+    npy, shards = WORK / "pretrain" / "tokens.npy", WORK / "pretrain" / "shards"
+    if npy.is_file() and (shards / "index.json").is_file():
+        return npy, shards
+    sys.path.insert(0, str(HERE.parent / "runtime"))
+    from litgpt.train.text_data import write_token_shards
+
+    tok = Tokenizer.from_file(str(hf_dir / "tokenizer.json"))
+    rng = random.Random(0)
+    sentences = " ".join(TOKENIZER_TEXT).split(". ")
+    documents = [tok.encode(" ".join(rng.choice(sentences) for _ in range(40))).ids + [0] for _ in range(400)]
+    ids = np.asarray([t for d in documents for t in d], dtype=np.uint16)
+    npy.parent.mkdir(parents=True, exist_ok=True)
+    np.save(npy, ids)
+    write_token_shards(documents, shards, vocab_size=tok.get_vocab_size())
+    return npy, shards
+
+
+def rate(stamps: list[float], warmup: int, tokens_per_micro: int) -> float:
+    timed = stamps[warmup:]
+    return (len(timed) - 1) * tokens_per_micro / (timed[-1] - timed[0])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--litgpt_version", default="0.5.13")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--warmup_steps", type=int, default=5)
+    parser.add_argument("--global_batch_size", type=int, default=8)
+    parser.add_argument("--micro_batch_size", type=int, default=4)
+    parser.add_argument("--block", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--compile", action="store_true", help="torch.compile ours too (the real one always does)")
+    args = parser.parse_args()
+
+    env_dir = real_litgpt_venv(args.litgpt_version)
+    hf_dir = build_hf_folder("pythia-70m")  # only its tokenizer is used
+    npy, shards = tokens_file(hf_dir)
+    work = WORK / "pretrain"
+    config_file = work / "bench-tiny.yaml"
+    import yaml
+
+    config_file.write_text(yaml.safe_dump(CONFIG))
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
+           "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+    micro_per_step = args.global_batch_size // args.micro_batch_size
+    warmup = args.warmup_steps * micro_per_step
+    tokens_per_micro = args.micro_batch_size * args.block
+    rates: dict[str, list[float]] = {"ours": [], "theirs": []}
+    for round_ in range(args.rounds):
+        for name in ("ours", "theirs"):
+            out_dir = work / f"out-{name}"
+            stamps = work / f"stamps-{name}.json"
+            common = dict(seed=42, steps=args.steps, global_batch_size=args.global_batch_size,
+                          micro_batch_size=args.micro_batch_size, block=args.block, out_dir=str(out_dir),
+                          stamps=str(stamps), tokenizer_dir=str(hf_dir))
+            if name == "ours":
+                payload = dict(common, config_file=str(config_file), shards=str(shards), compile=args.compile)
+                cmd = [sys.executable, "-c", OURS, json.dumps(payload)]
+                env_run = {**env, "PYTHONPATH": str(HERE.parent / "runtime")}
+            else:
+                payload = dict(common, config=CONFIG, tokens=str(npy))
+                cmd = [str(env_dir / "bin" / "python"), "-c", THEIRS, json.dumps(payload)]
+                env_run = env
+            result = subprocess.run(cmd, capture_output=True, text=True, env=env_run, cwd=work)
+            if result.returncode != 0:
+                raise SystemExit(f"{name} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
+            r = rate(json.loads(stamps.read_text()), warmup, tokens_per_micro)
+            rates[name].append(r)
+            print(f"round {round_ + 1} {name:6}: {r:9.1f} tokens/s", flush=True)
+    ours, theirs = statistics.median(rates["ours"]), statistics.median(rates["theirs"])
+    print(f"\ntiny Llama ({CONFIG['n_layer']} layers, {CONFIG['n_embd']} wide) from scratch, CPU, {args.threads} "
+          f"thread(s), float32, micro-batch {args.micro_batch_size} x {args.block} tokens, global batch "
+          f"{args.global_batch_size}, {args.steps} steps ({args.warmup_steps} warm-up not timed)"
+          f"{', ours compiled' if args.compile else ''}")
+    print(f"  litgpt {args.litgpt_version:<8} {theirs:9.1f} tokens/s  (rounds: {', '.join(f'{r:.0f}' for r in rates['theirs'])})")
+    print(f"  ours            {ours:9.1f} tokens/s  (rounds: {', '.join(f'{r:.0f}' for r in rates['ours'])})")
+    print(f"  ratio (ours / litgpt): {ours / theirs:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Pure functions: a custom resource (+ settings) -> the Kubernetes objects that realise it."""

@@ -1,0 +1,107 @@
+"""FinetuneJob -> its Job (`litgpt finetune_<method> <repoId> ...`) and, for inline data, a ConfigMap."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from litgpt_operator.api.finetunejob import FinetuneJobSpec, LoRA
+from litgpt_operator.builders import common as c
+from litgpt_operator.builders.distributed import scale_flags, training_children, training_job
+from litgpt_operator.builders.sources import ModelCheckpoint, OutputLocation, output_location
+from litgpt_operator.settings import Settings
+
+COMPONENT = "finetune"
+INLINE_DATA_KEY = "data.json"
+
+
+def job_name(parent: c.Parent) -> str:
+    return c.child_name(parent.name, "finetune")
+
+
+def data_configmap_name(parent: c.Parent) -> str:
+    return c.child_name(parent.name, "data")
+
+
+def output_of(parent: c.Parent, spec: FinetuneJobSpec, model: ModelCheckpoint) -> OutputLocation:
+    return output_location("finetunes", parent.name, spec.output, model.claim_name)
+
+
+def build_data_configmap(parent: c.Parent, spec: FinetuneJobSpec) -> Optional[dict[str, Any]]:
+    if spec.data.inline is None:
+        return None
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": c.metadata(parent, data_configmap_name(parent), "dataset"),
+        "data": {INLINE_DATA_KEY: spec.data.inline},
+    }
+
+
+def _data_volume(parent: c.Parent, spec: FinetuneJobSpec) -> tuple[dict[str, Any], str]:
+    """The dataset's volume and the JSON file's path inside the pod."""
+    data = spec.data
+    if data.file is not None:
+        return c.claim_volume("data", data.file.claim_name, read_only=True), f"{c.DATA_MOUNT}/{data.file.path}"
+    if data.config_map is not None:
+        name, key = data.config_map.name, data.config_map.key
+    else:
+        name, key = data_configmap_name(parent), INLINE_DATA_KEY
+    return {"name": "data", "configMap": {"name": name}}, f"{c.DATA_MOUNT}/{key}"
+
+
+def lora_flags(lora: Optional[LoRA]) -> list[str]:
+    lora = lora or LoRA()
+    return c.flags("lora_", lora.model_dump())
+
+
+def finetune_command(parent: c.Parent, spec: FinetuneJobSpec, model: ModelCheckpoint, json_path: str) -> list[str]:
+    output = output_of(parent, spec, model)
+    data = spec.data
+    command = [
+        "litgpt", f"finetune_{spec.method}", model.repo_id,
+        "--checkpoint_root_dir", c.CHECKPOINT_ROOT,
+        "--out_dir", output.mounted_dir,
+        "--data", "JSON",
+        "--data.json_path", json_path,
+        "--data.val_split_fraction", c.flag_value(data.val_split_fraction),
+        "--data.prompt_style", data.prompt_style,
+        "--data.mask_prompt", c.flag_value(data.mask_prompt),
+    ]
+    command += c.flags("train.", spec.train.model_dump())
+    command += scale_flags(spec)
+    if spec.method == "lora":
+        command += lora_flags(spec.lora)
+    return command
+
+
+def build_finetune_job(
+    parent: c.Parent, spec: FinetuneJobSpec, model: ModelCheckpoint, settings: Settings
+) -> dict[str, Any]:
+    data_volume, json_path = _data_volume(parent, spec)
+    output = output_of(parent, spec, model)
+    parts = c.PodParts(
+        command=finetune_command(parent, spec, model, json_path),
+        env=[],
+        volumes=[
+            c.claim_volume("models", model.claim_name, read_only=True),
+            c.claim_volume("output", output.claim_name, read_only=False),
+            data_volume,
+        ],
+        mounts=[
+            c.mount("models", c.MODELS_MOUNT, read_only=True),
+            c.mount("output", c.OUTPUT_MOUNT, read_only=False),
+            c.mount("data", c.DATA_MOUNT, read_only=True),
+        ],
+        resources=c.resources(spec.resources, settings, spec.gpus_per_node),
+        shared_memory=True,
+    )
+    return training_job(parent, job_name(parent), COMPONENT, parts, spec, settings)
+
+
+def build_finetune_children(
+    parent: c.Parent, spec: FinetuneJobSpec, model: ModelCheckpoint, settings: Settings
+) -> list[dict[str, Any]]:
+    """In apply order: [inline-data ConfigMap], [headless Service], Job."""
+    configmap = build_data_configmap(parent, spec)
+    job = build_finetune_job(parent, spec, model, settings)
+    return ([configmap] if configmap else []) + training_children(parent, job, COMPONENT, spec)

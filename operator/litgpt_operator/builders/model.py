@@ -1,0 +1,61 @@
+"""LitGPTModel -> the model cache claim (optional) and the download Job."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from litgpt_operator.api.litgptmodel import LitGPTModelSpec
+from litgpt_operator.builders import common as c
+from litgpt_operator.settings import Settings
+
+COMPONENT = "download"
+
+
+def download_job_name(parent: c.Parent) -> str:
+    return c.child_name(parent.name, "download")
+
+
+def build_cache_claim(parent: c.Parent, spec: LitGPTModelSpec) -> Optional[dict[str, Any]]:
+    """The claim, when the spec asks the operator to create it (a size is given).
+
+    Not owned by the model: it is a cache other LitGPTModels may share, and deleting one model
+    must not delete the others' weights.
+    """
+    pvc = spec.checkpoint_root_pvc
+    if pvc.size is None:
+        return None
+    claim_spec: dict[str, Any] = {"accessModes": [pvc.access_mode], "resources": {"requests": {"storage": pvc.size}}}
+    if pvc.storage_class_name:
+        claim_spec["storageClassName"] = pvc.storage_class_name
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": c.metadata(parent, pvc.claim_name, "model-cache", owned=False),
+        "spec": claim_spec,
+    }
+
+
+def download_command(spec: LitGPTModelSpec) -> list[str]:
+    command = ["litgpt", "download", spec.repo_id, "--checkpoint_root_dir", c.CHECKPOINT_ROOT]
+    if spec.revision:
+        command += ["--revision", spec.revision]
+    return command
+
+
+def build_download_job(parent: c.Parent, spec: LitGPTModelSpec, settings: Settings) -> dict[str, Any]:
+    env = []
+    if spec.token_secret_ref:
+        # The token only ever travels as a reference: never in args, status or events.
+        ref = spec.token_secret_ref
+        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+    if settings.hf_endpoint:
+        env.append(c.env_var("HF_ENDPOINT", settings.hf_endpoint))
+    parts = c.PodParts(
+        command=download_command(spec),
+        env=env,
+        volumes=[c.claim_volume("models", spec.checkpoint_root_pvc.claim_name, read_only=False)],
+        mounts=[c.mount("models", c.MODELS_MOUNT, read_only=False)],
+        resources=c.resources(spec.resources, settings),
+    )
+    template = c.pod_template(parent, COMPONENT, parts, spec, settings)
+    return c.job(parent, download_job_name(parent), COMPONENT, template, spec.backoff_limit)

@@ -1,0 +1,129 @@
+"""ModelServer -> Deployment + Service running `litgpt serve`, and an optional HPA."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from litgpt_operator.api.modelserver import ModelServerSpec
+from litgpt_operator.builders import common as c
+from litgpt_operator.builders.sources import ModelCheckpoint, OutputLocation
+from litgpt_operator.settings import Settings
+
+COMPONENT = "server"
+HEALTH_PATH = "/health"
+# Where a finetune's servable checkpoint sits inside its output folder.
+FINETUNE_FINAL_SUBDIR = "final"
+
+
+@dataclass(frozen=True)
+class ServeSource:
+    """What the server loads: a model's checkpoint, or a finetune output on top of it."""
+
+    model: ModelCheckpoint
+    finetune_output: Optional[OutputLocation] = None
+
+    @property
+    def target(self) -> str:
+        """The runtime's first argument: the repo id, or the folder of the finetuned checkpoint."""
+        if self.finetune_output:
+            return f"{self.finetune_output.mounted_dir}/{FINETUNE_FINAL_SUBDIR}"
+        return self.model.repo_id
+
+
+def server_name(parent: c.Parent) -> str:
+    return c.child_name(parent.name)
+
+
+def serve_command(spec: ModelServerSpec, source: ServeSource) -> list[str]:
+    # Listen on all interfaces: the Service and the kubelet's probe come from outside the pod.
+    command = ["litgpt", "serve", source.target, "--checkpoint_root_dir", c.CHECKPOINT_ROOT,
+               "--host", "0.0.0.0", "--port", str(spec.port)]
+    command += ["--accelerator", "cuda" if spec.gpus else "cpu", "--devices", str(max(spec.gpus, 1))]
+    if spec.precision:
+        command += ["--precision", spec.precision]
+    if spec.max_new_tokens:
+        command += ["--max_new_tokens", str(spec.max_new_tokens)]
+    return command
+
+
+def _pod_template(parent: c.Parent, spec: ModelServerSpec, source: ServeSource, settings: Settings) -> dict[str, Any]:
+    volumes = [c.claim_volume("models", source.model.claim_name, read_only=True)]
+    mounts = [c.mount("models", c.MODELS_MOUNT, read_only=True)]
+    if source.finetune_output:
+        volumes.append(c.claim_volume("output", source.finetune_output.claim_name, read_only=True))
+        mounts.append(c.mount("output", c.OUTPUT_MOUNT, read_only=True))
+    parts = c.PodParts(
+        command=serve_command(spec, source),
+        env=[],
+        volumes=volumes,
+        mounts=mounts,
+        resources=c.resources(spec.resources, settings, spec.gpus),
+        restart_policy="Always",
+        ports=[{"name": "http", "containerPort": spec.port}],
+        readiness_probe={
+            "httpGet": {"path": HEALTH_PATH, "port": "http"},
+            "periodSeconds": 5,
+            "failureThreshold": 3,
+        },
+    )
+    template = c.pod_template(parent, COMPONENT, parts, spec, settings)
+    return template
+
+
+def build_deployment(parent: c.Parent, spec: ModelServerSpec, source: ServeSource, settings: Settings) -> dict[str, Any]:
+    deployment_spec: dict[str, Any] = {
+        "selector": {"matchLabels": c.selector_labels(parent, COMPONENT)},
+        "template": _pod_template(parent, spec, source, settings),
+    }
+    # Under an autoscaler the replica count is the HPA's: leaving it out of our applied
+    # configuration keeps each apply from resetting it.
+    if spec.autoscaling is None:
+        deployment_spec["replicas"] = spec.replicas
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": c.metadata(parent, server_name(parent), COMPONENT),
+        "spec": deployment_spec,
+    }
+
+
+def build_service(parent: c.Parent, spec: ModelServerSpec) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": c.metadata(parent, server_name(parent), COMPONENT),
+        "spec": {
+            "selector": c.selector_labels(parent, COMPONENT),
+            "ports": [{"name": "http", "port": spec.port, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def build_hpa(parent: c.Parent, spec: ModelServerSpec) -> Optional[dict[str, Any]]:
+    if spec.autoscaling is None:
+        return None
+    scaling = spec.autoscaling
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": c.metadata(parent, server_name(parent), COMPONENT),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": server_name(parent)},
+            "minReplicas": scaling.min_replicas,
+            "maxReplicas": scaling.max_replicas,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {"type": "Utilization", "averageUtilization": scaling.target_cpu_utilization_percentage},
+                    },
+                }
+            ],
+        },
+    }
+
+
+def url(parent: c.Parent, spec: ModelServerSpec) -> str:
+    return f"http://{server_name(parent)}.{parent.namespace}.svc:{spec.port}"

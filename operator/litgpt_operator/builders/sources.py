@@ -1,0 +1,49 @@
+"""Where a child finds the checkpoints it reads: resolved from referenced objects' specs/status."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from litgpt_operator.api import LITGPT_MODEL
+from litgpt_operator.builders.common import CHECKPOINT_ROOT, OUTPUT_MOUNT
+
+
+def checkpoint_path(repo_id: str) -> str:
+    """Folder of a model inside its cache claim (the runtime's `<root>/<org>/<name>`)."""
+    return f"checkpoints/{repo_id}"
+
+
+@dataclass(frozen=True)
+class ModelCheckpoint:
+    """A LitGPTModel's checkpoint: its repo id and the claim caching it."""
+
+    name: str
+    repo_id: str
+    claim_name: str
+
+    @classmethod
+    def from_body(cls, body: dict) -> "ModelCheckpoint":
+        spec = LITGPT_MODEL.parse_spec(body)
+        return cls(body["metadata"]["name"], spec.repo_id, spec.checkpoint_root_pvc.claim_name)
+
+    @property
+    def mounted_dir(self) -> str:
+        """The checkpoint folder inside a runtime pod (the model claim is mounted at /models)."""
+        return f"{CHECKPOINT_ROOT}/{self.repo_id}"
+
+
+@dataclass(frozen=True)
+class OutputLocation:
+    """Where a training job writes (claim + folder inside it)."""
+
+    claim_name: str
+    path: str
+
+    @property
+    def mounted_dir(self) -> str:
+        return f"{OUTPUT_MOUNT}/{self.path}"
+
+
+def output_location(kind_folder: str, parent_name: str, output, default_claim: str) -> OutputLocation:
+    """`output` of a training spec, with its defaults: the model's claim, `<kind_folder>/<name>`."""
+    return OutputLocation(output.claim_name or default_claim, output.path or f"{kind_folder}/{parent_name}")

@@ -1,0 +1,93 @@
+"""The reconcile loop shared by the four kinds.
+
+`refresh(kind, namespace, name)` reads the parent fresh, asks the kind's reconciler what the world
+looks like (creating missing children on the way), and writes the status only when it changed,
+with an Event per condition that moved. It is what every trigger calls: the parent's own
+create/update/resume, an event on a child (Job, pod, Deployment) or on a referenced object.
+Calls for one parent are serialised in-process, and the status write is conditional on the
+parent's resourceVersion, so a stale computation never overwrites a newer one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from typing import Callable, Optional
+
+from kubernetes.client.rest import ApiException
+
+from litgpt_operator import kube, status
+from litgpt_operator.api import BY_KIND, KindInfo
+from litgpt_operator.settings import Settings, current
+
+log = logging.getLogger(__name__)
+
+# kind -> reconcile(body, settings, apply_children) -> Observed. Missing children are always
+# created; `apply_children` (the parent's own create/update/resume) also re-applies children that
+# follow the spec even when they look current, e.g. a new runtime image after an operator upgrade.
+Reconciler = Callable[[dict, Settings, bool], status.Observed]
+RECONCILERS: dict[str, Reconciler] = {}
+
+_locks: defaultdict[tuple[str, str, str], threading.Lock] = defaultdict(threading.Lock)
+_locks_guard = threading.Lock()
+_CONFLICT_RETRIES = 5
+
+
+def reconciler(kind: KindInfo) -> Callable[[Reconciler], Reconciler]:
+    def register(function: Reconciler) -> Reconciler:
+        RECONCILERS[kind.kind] = function
+        return function
+
+    return register
+
+
+def _lock(kind: str, namespace: str, name: str) -> threading.Lock:
+    with _locks_guard:
+        return _locks[(kind, namespace, name)]
+
+
+def refresh(kind: KindInfo, namespace: str, name: str, apply_children: bool = False) -> Optional[status.Observed]:
+    """Reconcile one object now. None when it is gone or being deleted."""
+    settings = current()
+    with _lock(kind.kind, namespace, name):
+        for _ in range(_CONFLICT_RETRIES):
+            body = kube.get(kind.kind, namespace, name)
+            if body is None or body["metadata"].get("deletionTimestamp"):
+                return None
+            observed = RECONCILERS[kind.kind](body, settings, apply_children)
+            try:
+                write_status(body, observed)
+                return observed
+            except ApiException as error:
+                if error.status != 409:
+                    raise
+                log.debug("%s %s/%s changed while reconciling; again", kind.kind, namespace, name)
+        raise kube_conflict(kind, namespace, name)
+
+
+def kube_conflict(kind: KindInfo, namespace: str, name: str) -> RuntimeError:
+    return RuntimeError(f"{kind.kind} {namespace}/{name} kept changing during {_CONFLICT_RETRIES} reconciles")
+
+
+def write_status(body: dict, observed: status.Observed) -> bool:
+    """Patch the status if it differs from what is stored; post an Event per moved condition."""
+    meta = body["metadata"]
+    previous = body.get("status") or {}
+    new = status.render(previous, observed, int(meta.get("generation") or 0))
+    if new == previous:
+        return False
+    kube.patch_status(body["kind"], meta["namespace"], meta["name"], status.merge_patch(previous, new),
+                      meta["resourceVersion"])
+    for cond in status.changes(previous, observed):
+        kube.post_event(body, "Warning" if cond.warning else "Normal", cond.reason,
+                        cond.message or f"{cond.type} is {cond.status}")
+    return True
+
+
+def refresh_owner(child: dict) -> None:
+    """A child (Job, Deployment...) changed: reconcile the custom resource controlling it."""
+    for ref in child["metadata"].get("ownerReferences") or []:
+        kind = BY_KIND.get(ref.get("kind"))
+        if kind and ref.get("controller") and ref.get("apiVersion") == kind.api_version:
+            refresh(kind, child["metadata"]["namespace"], ref["name"])

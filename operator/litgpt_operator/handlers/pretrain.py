@@ -1,0 +1,56 @@
+"""PretrainJob: wait for the referenced LitGPTModels (if any), then run `litgpt pretrain`."""
+
+from __future__ import annotations
+
+from litgpt_operator.api import PRETRAIN_JOB
+from litgpt_operator.builders.common import Parent
+from litgpt_operator.builders.distributed import headless_service_name
+from litgpt_operator.builders.pretrain import PretrainSources, build_pretrain_children, job_name, output_of
+from litgpt_operator.builders.sources import ModelCheckpoint
+from litgpt_operator.handlers.core import reconciler
+from litgpt_operator.handlers.jobs import (
+    job_conditions,
+    model_dependency,
+    read_job,
+    spec_change_condition,
+    start_job,
+)
+from litgpt_operator.settings import Settings
+from litgpt_operator.status import Cond, Observed
+
+
+@reconciler(PRETRAIN_JOB)
+def reconcile_pretrain(body: dict, settings: Settings, apply_children: bool) -> Observed:
+    parent = Parent.from_body(body)
+    spec = PRETRAIN_JOB.parse_spec(body)
+    name = job_name(parent)
+    previous = body.get("status") or {}
+    fields = {"jobName": name, "outputClaimName": previous.get("outputClaimName"),
+              "outputPath": previous.get("outputPath"),
+              "serviceName": headless_service_name(name) if spec.nodes > 1 else None}
+    job, state = read_job(parent.namespace, name, settings)
+    conditions: list[Cond] = []
+    if job is None:
+        refs = {"initial": None if spec.from_scratch else spec.initial_checkpoint, "tokenizer": spec.tokenizer_ref}
+        resolved: dict[str, ModelCheckpoint] = {}
+        for role, ref in refs.items():
+            if ref is None:
+                continue
+            model = model_dependency(parent.namespace, ref.name)
+            if not model.ready:
+                waiting = [Cond.of("ModelReady", False, model.reason, model.message),
+                           Cond.of("Succeeded", False, "WaitingForModel", model.message)]
+                return Observed("Waiting", waiting, fields, waiting_for=model.message)
+            resolved[role] = ModelCheckpoint.from_body(model.body)
+        sources = PretrainSources(**resolved)
+        output = output_of(parent, spec, sources)
+        fields.update(outputClaimName=output.claim_name, outputPath=output.path)
+        job, state = start_job(parent.namespace, build_pretrain_children(parent, spec, sources, settings), settings)
+    if spec.initial_checkpoint or spec.tokenizer_ref:
+        conditions.append(Cond.of("ModelReady", True, "ModelReady", "The referenced LitGPTModels were Ready "
+                                                                   f"when Job {name} was created."))
+    outcome = job_conditions(state)
+    fields.update(startTime=state.start_time, completionTime=state.completion_time)
+    spec_change = spec_change_condition("PretrainJob", parent.generation, job, state)
+    conditions += outcome.conditions + ([spec_change] if spec_change else [])
+    return Observed(outcome.phase, conditions, fields)

@@ -1,0 +1,39 @@
+"""Operator start-up: validated settings, kopf persistence set explicitly, the API client."""
+
+from __future__ import annotations
+
+import kopf
+
+from litgpt_operator import kube
+from litgpt_operator import settings as litgpt_settings
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, logger, **_) -> None:
+    ours = litgpt_settings.Settings.from_env()  # raises with the variable's name when invalid
+    litgpt_settings.install(ours)
+    # Where kopf keeps its state on our objects: our own prefix, never kopf's defaults, so a kopf
+    # upgrade or another kopf operator in the cluster never reads or clobbers it.
+    settings.persistence.finalizer = litgpt_settings.FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=litgpt_settings.ANNOTATIONS_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=litgpt_settings.ANNOTATIONS_PREFIX, key=litgpt_settings.LAST_HANDLED_ANNOTATION
+    )
+    # Our reconcilers post one Event per status transition; kopf's own ("handler succeeded",
+    # "failed temporarily: waiting for the model") would only repeat them.
+    settings.posting.enabled = False
+    settings.peering.standalone = ours.standalone
+    if not ours.standalone:
+        settings.peering.name = ours.peering_name
+    if ours.watch_server_timeout_seconds:
+        settings.watching.server_timeout = ours.watch_server_timeout_seconds
+        settings.watching.client_timeout = ours.watch_server_timeout_seconds + 10
+    kube.configure()
+    logger.info("litgpt-operator settings: %s", ours.model_dump_json(exclude={"default_resources"}))
+
+
+@kopf.on.login()
+def login(**kwargs):
+    """In a pod: the service account; elsewhere: $KUBECONFIG as it is now (kopf's default login
+    through the client library would use the path the library read at import time)."""
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)

@@ -1,0 +1,181 @@
+"""Pure reading of children: a Job (+ its pods) or a Deployment -> what the parent should say.
+
+Failures carry their reason: a pod's waiting reason (ImagePullBackOff, CreateContainerConfigError),
+a container's termination (OOMKilled, exit code, the runtime's termination message), eviction,
+unschedulable; plus, when the handler could fetch it, the tail of the pod's log.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Optional
+
+# Waiting reasons that mean "this will not start by itself".
+STUCK_WAITING = {
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+    "CrashLoopBackOff",
+}
+# Hugging Face tokens must never reach status or events, even through a log line.
+_TOKEN = re.compile(r"hf_[A-Za-z0-9]{8,}")
+
+
+def redact(text: str) -> str:
+    return _TOKEN.sub("hf_***", text)
+
+
+@dataclass(frozen=True)
+class PodProblem:
+    pod: str
+    reason: str
+    message: str
+    terminated: bool  # the container ran and ended badly (its log is worth quoting)
+
+
+def _termination_problem(pod_name: str, container: str, term: dict) -> Optional[PodProblem]:
+    code = term.get("exitCode", 0)
+    if code == 0 and term.get("reason") not in ("OOMKilled", "DeadlineExceeded"):
+        return None
+    reason = term.get("reason") or "Error"
+    if reason in ("Error", "Completed"):
+        reason = "NonZeroExitCode"
+    message = f"container {container} of pod {pod_name} exited with code {code}"
+    if term.get("reason") == "OOMKilled":
+        message += " (OOMKilled: out of memory; raise the memory limit or lower train.microBatchSize)"
+    elif code == 137:
+        message += " (killed, SIGKILL)"
+    detail = (term.get("message") or "").strip()
+    if detail:
+        message += f": {detail}"
+    return PodProblem(pod_name, reason, redact(message), terminated=True)
+
+
+def pod_problem(pod: dict) -> Optional[PodProblem]:
+    """The most telling reason this pod is not (or no longer) doing its work, if any."""
+    name = pod["metadata"]["name"]
+    status = pod.get("status") or {}
+    for cs in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+        state = cs.get("state") or {}
+        waiting = state.get("waiting") or {}
+        if waiting.get("reason") in STUCK_WAITING:
+            detail = f": {waiting['message']}" if waiting.get("message") else ""
+            return PodProblem(name, waiting["reason"], redact(f"container {cs['name']} of pod {name} is waiting: "
+                                                              f"{waiting['reason']}{detail}"), terminated=False)
+        for term in (state.get("terminated"), (cs.get("lastState") or {}).get("terminated")):
+            if term:
+                problem = _termination_problem(name, cs["name"], term)
+                if problem:
+                    return problem
+    if status.get("reason") in ("Evicted", "DeadlineExceeded", "Preempting", "UnexpectedAdmissionError"):
+        return PodProblem(name, status["reason"], redact(f"pod {name}: {status.get('message', status['reason'])}"),
+                          terminated=True)
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and cond.get("reason"):
+            return PodProblem(name, cond["reason"], f"pod {name} cannot be scheduled: {cond.get('message', '')}",
+                              terminated=False)
+    return None
+
+
+def first_problem(pods: list[dict]) -> Optional[PodProblem]:
+    """Failed pods first (the cause of a Job failure), then stuck ones; newest first."""
+    ordered = sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "", reverse=True)
+    problems = [p for p in (pod_problem(pod) for pod in ordered) if p]
+    terminated = [p for p in problems if p.terminated]
+    return (terminated or problems or [None])[0]
+
+
+@dataclass(frozen=True)
+class JobState:
+    phase: str  # Pending | Running | Succeeded | Failed | Suspended
+    reason: str
+    message: str
+    start_time: Optional[str] = None
+    completion_time: Optional[str] = None
+
+
+def _job_condition(job: dict, type_: str) -> Optional[dict]:
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == type_ and cond.get("status") == "True":
+            return cond
+    return None
+
+
+def job_state(job: dict, pods: list[dict], log_tail: Optional[str] = None) -> JobState:
+    """What a Job and its pods say. `log_tail`: last lines of the failed pod's log, if fetched."""
+    name = job["metadata"]["name"]
+    status = job.get("status") or {}
+    times = dict(start_time=status.get("startTime"), completion_time=status.get("completionTime"))
+    if _job_condition(job, "Complete"):
+        return JobState("Succeeded", "JobSucceeded", f"Job {name} completed.", **times)
+    failed = _job_condition(job, "Failed") or _job_condition(job, "FailureTarget")
+    if failed:
+        problem = first_problem(pods)
+        detail = failed.get("message")
+        message = f"Job {name} failed: {failed.get('reason', 'Failed')}" + (f" ({detail})" if detail else "")
+        reason = failed.get("reason") or "JobFailed"
+        if problem:
+            reason = problem.reason
+            message += f"; {problem.message}"
+        if log_tail:
+            message += f"\nLast lines of the log:\n{redact(log_tail)}"
+        return JobState("Failed", reason, message, **times)
+    if _job_condition(job, "Suspended") or (job.get("spec") or {}).get("suspend"):
+        return JobState("Suspended", "JobSuspended", f"Job {name} is suspended (waiting for admission).", **times)
+    problem = first_problem(pods)
+    if problem and not problem.terminated:
+        return JobState("Pending", problem.reason, problem.message, **times)
+    running = [p for p in pods if (p.get("status") or {}).get("phase") == "Running"]
+    if running:
+        return JobState("Running", "JobRunning", f"Job {name}: {len(running)} pod(s) running.", **times)
+    if problem:  # a pod failed and the Job is retrying it
+        return JobState("Running", "Retrying", f"Job {name} is retrying after: {problem.message}", **times)
+    return JobState("Pending", "PodsPending", f"Job {name}: waiting for its pods to start.", **times)
+
+
+def failed_pod_for_logs(job: dict, pods: list[dict]) -> Optional[str]:
+    """The pod whose log explains a failure (None when the Job has not failed)."""
+    if not (_job_condition(job, "Failed") or _job_condition(job, "FailureTarget")):
+        return None
+    problem = first_problem(pods)
+    return problem.pod if problem and problem.terminated else None
+
+
+@dataclass(frozen=True)
+class DeploymentState:
+    phase: str  # Progressing | Ready | Failed
+    reason: str
+    message: str
+    replicas: int
+    available: int
+
+
+def deployment_state(deployment: dict, pods: list[dict]) -> DeploymentState:
+    name = deployment["metadata"]["name"]
+    spec, status = deployment.get("spec") or {}, deployment.get("status") or {}
+    desired = spec.get("replicas", 1)
+    available = status.get("availableReplicas", 0) or 0
+    replicas = status.get("replicas", 0) or 0
+    updated = status.get("updatedReplicas", 0) or 0
+    conditions = {c["type"]: c for c in status.get("conditions") or []}
+    current = status.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 0)
+    progressing = conditions.get("Progressing", {})
+    if progressing.get("status") == "False" and progressing.get("reason") == "ProgressDeadlineExceeded":
+        problem = first_problem(pods)
+        message = f"Deployment {name} did not become ready in time"
+        message += f": {problem.message}" if problem else "."
+        return DeploymentState("Failed", problem.reason if problem else "ProgressDeadlineExceeded", message,
+                               replicas, available)
+    rolled_out = current and updated >= desired and replicas == updated
+    if rolled_out and available >= desired:
+        return DeploymentState("Ready", "ReplicasAvailable", f"{available}/{desired} replica(s) available.",
+                               replicas, available)
+    problem = first_problem(pods)
+    if problem:
+        return DeploymentState("Progressing", problem.reason, problem.message, replicas, available)
+    return DeploymentState("Progressing", "RollingOut",
+                           f"{available}/{desired} replica(s) available, {updated} updated.", replicas, available)

@@ -1,0 +1,1 @@
+"""Hugging Face <-> our checkpoint format (weight maps per family, streaming conversion)."""

@@ -1,0 +1,78 @@
+"""The Job controller is real and the node agent finishes Job pods: success by default,
+failure when the pod template asks for an exit code."""
+
+from __future__ import annotations
+
+import pytest
+from kubernetes import client
+
+from tests.support.node_agent.runtimes import EXIT_CODE_ANNOTATION
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.cluster
+
+
+def _job(name: str, annotations: dict | None = None, backoff_limit: int = 0) -> dict:
+    return {
+        "metadata": {"name": name},
+        "spec": {
+            "backoffLimit": backoff_limit,
+            "template": {
+                "metadata": {"annotations": annotations or {}},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "main", "image": "example.invalid/job:1", "command": ["true"]}],
+                },
+            },
+        },
+    }
+
+
+def _condition(batch, name: str, namespace: str, type_: str):
+    conditions = batch.read_namespaced_job_status(name, namespace).status.conditions or []
+    return next((c for c in conditions if c.type == type_ and c.status == "True"), None)
+
+
+def test_job_creates_pod_that_completes(kube, namespace):
+    batch = client.BatchV1Api(kube.api_client())
+    core = client.CoreV1Api(kube.api_client())
+    batch.create_namespaced_job(namespace, _job("ok"))
+
+    wait_for(lambda: _condition(batch, "ok", namespace, "Complete"), "job ok Complete")
+    assert batch.read_namespaced_job_status("ok", namespace).status.succeeded == 1
+    pods = core.list_namespaced_pod(namespace, label_selector="job-name=ok").items
+    assert [p.status.phase for p in pods] == ["Succeeded"]
+    terminated = pods[0].status.container_statuses[0].state.terminated
+    assert terminated.exit_code == 0 and terminated.reason == "Completed"
+    assert kube.kubectl("logs", "job/ok", "-n", namespace) == ""  # simulated: nothing was written
+
+
+def test_job_whose_pod_fails_is_failed(kube, namespace):
+    batch = client.BatchV1Api(kube.api_client())
+    core = client.CoreV1Api(kube.api_client())
+    batch.create_namespaced_job(namespace, _job("bad", {EXIT_CODE_ANNOTATION: "3"}))
+
+    failed = wait_for(lambda: _condition(batch, "bad", namespace, "Failed"), "job bad Failed")
+    assert failed.reason == "BackoffLimitExceeded"
+    pods = core.list_namespaced_pod(namespace, label_selector="job-name=bad").items
+    assert [p.status.phase for p in pods] == ["Failed"]  # backoffLimit 0: no retry
+    terminated = pods[0].status.container_statuses[0].state.terminated
+    assert terminated.exit_code == 3 and terminated.reason == "Error"
+
+
+def test_restart_policy_on_failure_restarts_the_container(kube, namespace):
+    core = client.CoreV1Api(kube.api_client())
+    pod = {
+        "metadata": {"name": "flaky", "annotations": {EXIT_CODE_ANNOTATION: "1", "node-agent.litgpt.dev/run-seconds": "0.2"}},
+        "spec": {"restartPolicy": "OnFailure", "containers": [{"name": "main", "image": "example.invalid/x:1"}]},
+    }
+    core.create_namespaced_pod(namespace, pod)
+
+    def restarted_twice():
+        status = core.read_namespaced_pod_status("flaky", namespace).status
+        statuses = status.container_statuses or []
+        return statuses and statuses[0].restart_count >= 2 and status.phase == "Running"
+
+    wait_for(restarted_twice, "two restarts of pod flaky")
+    last = core.read_namespaced_pod_status("flaky", namespace).status.container_statuses[0].last_state.terminated
+    assert last.exit_code == 1

@@ -1,0 +1,38 @@
+"""Fixtures for operator tests against the real API server (`kube`, `namespace`: tests/conftest.py).
+
+`crds` installs the generated CRDs once per session; `k8s` is a small client bound to the test's
+namespace; `operator` runs the kopf handlers in-process (kopf.testing.KopfRunner) watching only
+that namespace, with short retry delays and watch timeouts. Helpers live in `helpers.py`.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from litgpt_operator import kube as operator_kube
+from litgpt_operator.api import KINDS
+from tests.operator.helpers import OPERATOR_ENV, REPO_ROOT, K8s, OperatorRunner
+
+
+@pytest.fixture(scope="session")
+def crds(kube):
+    kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "crds"))
+    kube.kubectl("wait", "--for=condition=Established", "--timeout=60s", *[f"crd/{k.crd_name}" for k in KINDS])
+    return [k.crd_name for k in KINDS]
+
+
+@pytest.fixture
+def k8s(kube, namespace, crds) -> K8s:
+    operator_kube.configure(kube.api_client())
+    return K8s(kube, namespace)
+
+
+@pytest.fixture
+def operator(k8s, monkeypatch):
+    for key, value in OPERATOR_ENV.items():
+        monkeypatch.setenv(key, value)
+    runner = OperatorRunner(k8s.namespace).start()
+    try:
+        yield runner
+    finally:
+        runner.stop()

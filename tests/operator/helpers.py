@@ -1,0 +1,187 @@
+"""Helpers of the operator tests against the real API server: a namespaced client, a polling
+`wait_for`, the operator in-process (KopfRunner) or as its own process, small manifests."""
+
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import yaml
+
+from litgpt_operator import kube as operator_kube
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+OPERATOR_ENV = {
+    "LITGPT_OPERATOR_RETRY_DELAY_SECONDS": "1",
+    "LITGPT_OPERATOR_WATCH_SERVER_TIMEOUT_SECONDS": "20",
+    "LITGPT_OPERATOR_RUNTIME_IMAGE": "litgpt-runtime:test",
+    "LITGPT_OPERATOR_LOG_TAIL_LINES": "5",
+    # Download pods that really run (exec nodes) must never reach the internet: a closed port.
+    "LITGPT_OPERATOR_HF_ENDPOINT": "http://127.0.0.1:9",
+}
+# Pods that really run their command as a local process (the node agent's exec node).
+ON_EXEC_NODE = {"nodeSelector": {"node.litgpt.dev/mode": "exec"},
+                "tolerations": [{"key": "node.litgpt.dev/exec", "operator": "Exists"}]}
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 60, what: str = "condition", interval: float = 0.25) -> Any:
+    """Poll `check` until it returns something truthy; fail with the last value seen."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        last = check()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last seen: {last!r}")
+        time.sleep(interval)
+
+
+def condition(obj: Optional[dict], type_: str) -> Optional[dict]:
+    for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if cond["type"] == type_:
+            return cond
+    return None
+
+
+@dataclass
+class K8s:
+    """Reads and writes in one namespace (through the operator's own REST helper)."""
+
+    kube: Any
+    namespace: str
+
+    def apply(self, manifest: str | dict | list, check: bool = True) -> str:
+        if not isinstance(manifest, str):
+            docs = manifest if isinstance(manifest, list) else [manifest]
+            manifest = "\n---\n".join(yaml.safe_dump(d) for d in docs)
+        return self.kube.kubectl("apply", "--server-side", "-n", self.namespace, "-f", "-", input=manifest, check=check)
+
+    def get(self, kind: str, name: str) -> Optional[dict]:
+        return operator_kube.get(kind, self.namespace, name)
+
+    def list(self, kind: str, labels: Optional[dict] = None) -> list[dict]:
+        return operator_kube.list_objects(kind, self.namespace, labels)
+
+    def phase(self, kind: str, name: str) -> Optional[str]:
+        return ((self.get(kind, name) or {}).get("status") or {}).get("phase")
+
+    def wait_phase(self, kind: str, name: str, phase: str, timeout: float = 60) -> dict:
+        wait_for(lambda: self.phase(kind, name) == phase, timeout,
+                 f"{kind} {name} phase {phase} (now {self.phase(kind, name)})")
+        return self.get(kind, name)
+
+    def events(self, name: str) -> list[dict]:
+        items = operator_kube.list_objects("Event", self.namespace)
+        return [e for e in items if e["involvedObject"]["name"] == name]
+
+    def event_reasons(self, name: str) -> set[str]:
+        return {e["reason"] for e in self.events(name)}
+
+    def delete(self, kind: str, name: str) -> None:
+        operator_kube.delete(kind, self.namespace, name)
+
+    def claim(self, name: str, size: str = "1Gi") -> None:
+        """A claim of our own (e.g. a dataset); the node agent's provisioner binds it."""
+        self.apply({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
+                    "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}}})
+
+
+class OperatorRunner:
+    """The operator in this process (KopfRunner), watching one namespace; restartable."""
+
+    def __init__(self, namespace: str):
+        self.namespace = namespace
+        self.runner = None
+
+    def start(self) -> "OperatorRunner":
+        from kopf.testing import KopfRunner
+
+        self.runner = KopfRunner(
+            ["run", "--standalone", "--namespace", self.namespace, "-m", "litgpt_operator.handlers", "--verbose"],
+            timeout=60,
+        )
+        self.runner.__enter__()
+        return self
+
+    def stop(self) -> None:
+        if self.runner is not None:
+            runner, self.runner = self.runner, None
+            runner.__exit__(None, None, None)
+            self.output = runner.output
+
+    @property
+    def running(self) -> bool:
+        return self.runner is not None
+
+
+def service_account_kubeconfig(k8s: K8s, path: Path) -> Path:
+    """A kubeconfig for a ServiceAccount bound to exactly the operator's generated ClusterRole
+    (operator/rbac/clusterrole.yaml): the operator run with it proves the role is enough."""
+    kubectl = k8s.kube.kubectl
+    kubectl("apply", "-f", str(REPO_ROOT / "operator" / "rbac" / "clusterrole.yaml"))
+    kubectl("create", "serviceaccount", "litgpt-operator", "-n", k8s.namespace)
+    kubectl("create", "clusterrolebinding", f"litgpt-operator-{k8s.namespace}", "--clusterrole=litgpt-operator",
+            f"--serviceaccount={k8s.namespace}:litgpt-operator")
+    token = kubectl("create", "token", "litgpt-operator", "-n", k8s.namespace, "--duration=1h").strip()
+    admin = json.loads(Path(k8s.kube.kubeconfig).read_text())
+    config = {
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": admin["clusters"],
+        "users": [{"name": "operator", "user": {"token": token}}],
+        "contexts": [{"name": "operator", "context": {"cluster": admin["clusters"][0]["name"], "user": "operator"}}],
+        "current-context": "operator",
+    }
+    path.write_text(json.dumps(config))
+    return path
+
+
+def operator_process(kubeconfig: Path, namespace: str, log: Path) -> subprocess.Popen:
+    """The operator as its console script (`litgpt-operator`), in its own process: killable."""
+    import os
+    import sys
+
+    env = {**os.environ, **OPERATOR_ENV, "KUBECONFIG": str(kubeconfig), "LITGPT_OPERATOR_NAMESPACES": namespace,
+           "LITGPT_OPERATOR_HEALTH_PORT": str(_free_port())}
+    return subprocess.Popen([sys.executable, "-m", "litgpt_operator"], env=env, stdout=log.open("ab"),
+                            stderr=subprocess.STDOUT)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# --- small manifests --------------------------------------------------------------------------
+
+API = "litgpt.dev/v1alpha1"
+EXIT_CODE = "node-agent.litgpt.dev/exit-code"
+RUN_SECONDS = "node-agent.litgpt.dev/run-seconds"
+
+
+def model(name: str = "pythia", claim: str = "cache", **spec) -> dict:
+    return {"apiVersion": API, "kind": "LitGPTModel", "metadata": {"name": name},
+            "spec": {"repoId": "EleutherAI/pythia-14m", "checkpointRootPVC": {"claimName": claim, "size": "1Gi"}, **spec}}
+
+
+def finetune(name: str = "ft", model_name: str = "pythia", **spec) -> dict:
+    return {"apiVersion": API, "kind": "FinetuneJob", "metadata": {"name": name},
+            "spec": {"modelRef": {"name": model_name}, "data": {"inline": '[{"instruction": "a", "output": "b"}]'},
+                     "gpusPerNode": 1, "train": {"epochs": 2, "globalBatchSize": 4, "microBatchSize": 2}, **spec}}
+
+
+def command(workload: dict) -> list[str]:
+    return workload["spec"]["template"]["spec"]["containers"][0]["command"]
+
+
+def ready_model(k8s: K8s, name: str = "pythia", claim: str = "cache") -> dict:
+    k8s.apply(model(name, claim))
+    return k8s.wait_phase("LitGPTModel", name, "Ready")

@@ -1,0 +1,253 @@
+"""Builders: custom resource (+ settings) -> Kubernetes objects. Pure; no cluster."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from litgpt_operator.api import FINETUNE_JOB, LITGPT_MODEL, MODEL_SERVER, PRETRAIN_JOB
+from litgpt_operator.builders import common, finetune, model, pretrain, server
+from litgpt_operator.builders.pretrain import PretrainSources
+from litgpt_operator.builders.server import ServeSource
+from litgpt_operator.builders.sources import ModelCheckpoint, OutputLocation
+from litgpt_operator.settings import Settings
+
+SETTINGS = Settings(runtime_image="example.org/litgpt:test")
+CHECKPOINT = ModelCheckpoint("pythia", "EleutherAI/pythia-14m", "model-cache")
+
+
+def parent(kind: str, name: str = "demo", generation: int = 1) -> common.Parent:
+    return common.Parent("litgpt.dev/v1alpha1", kind, name, "team-a", f"uid-{name}", generation)
+
+
+def container(obj: dict) -> dict:
+    return obj["spec"]["template"]["spec"]["containers"][0]
+
+
+def mounts(obj: dict) -> dict[str, tuple[str, bool]]:
+    return {m["name"]: (m["mountPath"], m["readOnly"]) for m in container(obj)["volumeMounts"]}
+
+
+def assert_restricted(pod_spec: dict) -> None:
+    """Pod Security Standards "restricted", plus a read-only root filesystem."""
+    sc = pod_spec["containers"][0]["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["runAsNonRoot"] is True and sc["readOnlyRootFilesystem"] is True
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod_spec["securityContext"]["runAsNonRoot"] is True
+    assert pod_spec["automountServiceAccountToken"] is False
+    assert {"name": "tmp", "emptyDir": {}} in pod_spec["volumes"]
+
+
+# --- LitGPTModel ------------------------------------------------------------------------------
+
+def model_spec(**extra):
+    return LITGPT_MODEL.parse_spec({"spec": {"repoId": "EleutherAI/pythia-14m",
+                                             "checkpointRootPVC": {"claimName": "model-cache"}, **extra}})
+
+
+def test_download_job_command_and_token_reference():
+    spec = model_spec(revision="v1", tokenSecretRef={"name": "hf"})
+    job = model.build_download_job(parent("LitGPTModel"), spec, SETTINGS)
+    assert job["metadata"]["name"] == "demo-download"
+    assert container(job)["command"] == [
+        "litgpt", "download", "EleutherAI/pythia-14m", "--checkpoint_root_dir", "/models/checkpoints", "--revision", "v1",
+    ]
+    env = {e["name"]: e for e in container(job)["env"]}
+    assert env["HF_TOKEN"] == {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "HF_TOKEN"}}}
+    assert "value" not in env["HF_TOKEN"]
+    assert mounts(job)["models"] == ("/models", False)  # the download writes the cache
+    assert container(job)["image"] == "example.org/litgpt:test"
+    assert_restricted(job["spec"]["template"]["spec"])
+    assert job["spec"]["backoffLimit"] == 2
+
+
+def test_owner_reference_and_labels():
+    job = model.build_download_job(parent("LitGPTModel"), model_spec(), SETTINGS)
+    (ref,) = job["metadata"]["ownerReferences"]
+    assert ref == {"apiVersion": "litgpt.dev/v1alpha1", "kind": "LitGPTModel", "name": "demo", "uid": "uid-demo",
+                   "controller": True, "blockOwnerDeletion": True}
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    assert labels["app.kubernetes.io/managed-by"] == "litgpt-operator"
+    assert labels["app.kubernetes.io/instance"] == "demo" and labels["app.kubernetes.io/component"] == "download"
+
+
+def test_cache_claim_only_when_sized_and_not_owned():
+    assert model.build_cache_claim(parent("LitGPTModel"), model_spec()) is None
+    spec = LITGPT_MODEL.parse_spec({"spec": {"repoId": "a/b", "checkpointRootPVC": {
+        "claimName": "cache", "size": "20Gi", "storageClassName": "fast", "accessMode": "ReadWriteMany"}}})
+    claim = model.build_cache_claim(parent("LitGPTModel"), spec)
+    assert claim["spec"] == {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "20Gi"}},
+                             "storageClassName": "fast"}
+    assert "ownerReferences" not in claim["metadata"]  # a shared cache outlives any one model
+
+
+def test_names_are_stable_dns_labels():
+    long = "a" * 80
+    assert common.child_name(long, "finetune") == common.child_name(long, "finetune")
+    assert len(common.child_name(long, "finetune")) <= 52
+    assert common.child_name("7b.model", "download") == "lg-7b-model-download"
+    assert common.child_name(long + "x", "f") != common.child_name(long + "y", "f")
+
+
+# --- FinetuneJob ------------------------------------------------------------------------------
+
+def finetune_spec(**extra):
+    body = {"modelRef": {"name": "pythia"}, "data": {"file": {"claimName": "datasets", "path": "alpaca/train.json"}},
+            "gpusPerNode": 2, **extra}
+    return FINETUNE_JOB.parse_spec({"spec": body})
+
+
+def test_finetune_lora_command_line():
+    spec = finetune_spec(train={"epochs": 3, "globalBatchSize": 8, "microBatchSize": 2, "learningRate": 0.001},
+                         lora={"r": 4}, precision="bf16-true")
+    (job,) = finetune.build_finetune_children(parent("FinetuneJob"), spec, CHECKPOINT, SETTINGS)
+    assert container(job)["command"] == [
+        "litgpt", "finetune_lora", "EleutherAI/pythia-14m",
+        "--checkpoint_root_dir", "/models/checkpoints",
+        "--out_dir", "/output/finetunes/demo",
+        "--data", "JSON", "--data.json_path", "/data/alpaca/train.json",
+        "--data.val_split_fraction", "0.05", "--data.prompt_style", "auto", "--data.mask_prompt", "true",
+        "--train.epochs", "3", "--train.global_batch_size", "8", "--train.micro_batch_size", "2",
+        "--train.learning_rate", "0.001",
+        "--devices", "2", "--num_nodes", "1", "--precision", "bf16-true",
+        "--lora_r", "4", "--lora_alpha", "16", "--lora_dropout", "0.05", "--lora_query", "true",
+        "--lora_key", "false", "--lora_value", "true", "--lora_projection", "false", "--lora_mlp", "false",
+        "--lora_head", "false",
+    ]
+    assert container(job)["resources"]["limits"]["nvidia.com/gpu"] == 2
+    # one model cache, read-only; the output is the only writable claim mount
+    assert mounts(job)["models"] == ("/models", True)
+    assert mounts(job)["output"] == ("/output", False)
+    assert mounts(job)["data"] == ("/data", True)
+    volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["models"]["persistentVolumeClaim"] == {"claimName": "model-cache", "readOnly": True}
+    assert volumes["output"]["persistentVolumeClaim"]["claimName"] == "model-cache"  # default output claim
+    assert "completionMode" not in job["spec"]
+    assert_restricted(job["spec"]["template"]["spec"])
+
+
+@pytest.mark.parametrize("method", ["full", "adapter", "adapter_v2"])
+def test_finetune_other_methods_have_no_lora_flags(method):
+    job = finetune.build_finetune_job(parent("FinetuneJob"), finetune_spec(method=method), CHECKPOINT, SETTINGS)
+    command = container(job)["command"]
+    assert command[1] == f"finetune_{method}"
+    assert not any(arg.startswith("--lora") for arg in command)
+
+
+def test_finetune_inline_data_goes_through_a_configmap():
+    records = json.dumps([{"instruction": "hi", "input": "", "output": "hello"}])
+    spec = FINETUNE_JOB.parse_spec({"spec": {"modelRef": {"name": "pythia"}, "data": {"inline": records},
+                                             "output": {"claimName": "results", "path": "runs/one"}}})
+    configmap, job = finetune.build_finetune_children(parent("FinetuneJob"), spec, CHECKPOINT, SETTINGS)
+    assert configmap["kind"] == "ConfigMap" and configmap["data"] == {"data.json": records}
+    volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["data"] == {"name": "data", "configMap": {"name": "demo-data"}}
+    assert volumes["output"]["persistentVolumeClaim"] == {"claimName": "results", "readOnly": False}
+    command = container(job)["command"]
+    assert command[command.index("--data.json_path") + 1] == "/data/data.json"
+    assert command[command.index("--out_dir") + 1] == "/output/runs/one"
+
+
+def test_multi_node_finetune_is_an_indexed_job_with_headless_service():
+    spec = finetune_spec(nodes=3)
+    service, job = finetune.build_finetune_children(parent("FinetuneJob"), spec, CHECKPOINT, SETTINGS)
+    assert job["spec"]["completionMode"] == "Indexed"
+    assert job["spec"]["completions"] == job["spec"]["parallelism"] == 3
+    assert service["spec"]["clusterIP"] == "None"
+    assert job["spec"]["template"]["spec"]["subdomain"] == service["metadata"]["name"] == "demo-finetune"
+
+
+# --- PretrainJob ------------------------------------------------------------------------------
+
+def test_pretrain_multi_node_distributed_environment():
+    spec = PRETRAIN_JOB.parse_spec({"spec": {
+        "modelName": "pythia-14m", "tokenizerRef": {"name": "pythia"}, "nodes": 2, "gpusPerNode": 4,
+        "data": {"file": {"claimName": "corpus", "path": "tinystories"}}, "train": {"maxTokens": 1000000}}})
+    sources = PretrainSources(tokenizer=CHECKPOINT)
+    service, job = pretrain.build_pretrain_children(parent("PretrainJob", "pt"), spec, sources, SETTINGS)
+    assert job["spec"]["completionMode"] == "Indexed" and job["spec"]["completions"] == 2
+    assert job["spec"]["parallelism"] == 2
+    pod = job["spec"]["template"]["spec"]
+    assert pod["subdomain"] == service["metadata"]["name"] == "pt-pretrain"
+    env = {e["name"]: e for e in container(job)["env"]}
+    assert env["MASTER_ADDR"]["value"] == "pt-pretrain-0.pt-pretrain"
+    assert env["MASTER_PORT"]["value"] == "29500" and env["WORLD_SIZE"]["value"] == "8"
+    assert env["NODE_RANK"]["valueFrom"]["fieldRef"]["fieldPath"] == \
+        "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+    assert container(job)["resources"]["limits"]["nvidia.com/gpu"] == 4
+    assert container(job)["command"] == [
+        "litgpt", "pretrain", "pythia-14m", "--out_dir", "/output/pretrains/pt",
+        "--tokenizer_dir", "/models/checkpoints/EleutherAI/pythia-14m",
+        "--data", "TextFiles", "--data.train_data_path", "/data/tinystories", "--data.val_split_fraction", "0.05",
+        "--train.max_tokens", "1000000", "--train.global_batch_size", "16", "--train.micro_batch_size", "1",
+        "--devices", "4", "--num_nodes", "2",
+    ]
+    assert service["spec"]["selector"] == {"batch.kubernetes.io/job-name": "pt-pretrain"}
+    assert service["spec"]["publishNotReadyAddresses"] is True
+
+
+def test_pretrain_continued_from_checkpoint_with_inline_config():
+    spec = PRETRAIN_JOB.parse_spec({"spec": {
+        "modelConfig": {"n_layer": 2, "n_embd": 32}, "fromScratch": False, "initialCheckpoint": {"name": "pythia"},
+        "gpusPerNode": 0, "data": {"file": {"claimName": "corpus", "path": "text"}}}})
+    configmap, job = pretrain.build_pretrain_children(parent("PretrainJob", "pt"), spec,
+                                                      PretrainSources(initial=CHECKPOINT), SETTINGS)
+    assert "n_layer: 2" in configmap["data"]["model_config.yaml"]
+    command = container(job)["command"]
+    assert command[:4] == ["litgpt", "pretrain", "--model_config", "/config/model_config.yaml"]
+    assert command[command.index("--initial_checkpoint_dir") + 1] == "/models/checkpoints/EleutherAI/pythia-14m"
+    assert "limits" not in container(job)["resources"]  # 0 GPUs: none requested
+    assert mounts(job)["models"] == ("/models", True)
+
+
+# --- ModelServer ------------------------------------------------------------------------------
+
+def test_server_deployment_service_and_probe():
+    spec = MODEL_SERVER.parse_spec({"spec": {"modelRef": {"name": "pythia"}, "replicas": 2, "gpus": 1}})
+    p = parent("ModelServer", "chat")
+    source = ServeSource(CHECKPOINT)
+    deployment = server.build_deployment(p, spec, source, SETTINGS)
+    assert deployment["spec"]["replicas"] == 2
+    c = container(deployment)
+    assert c["command"] == ["litgpt", "serve", "EleutherAI/pythia-14m", "--checkpoint_root_dir", "/models/checkpoints",
+                            "--host", "0.0.0.0", "--port", "8000", "--accelerator", "cuda", "--devices", "1"]
+    assert c["readinessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+    assert c["ports"] == [{"name": "http", "containerPort": 8000}]
+    assert mounts(deployment)["models"] == ("/models", True)
+    assert deployment["spec"]["template"]["spec"]["restartPolicy"] == "Always"
+    assert_restricted(deployment["spec"]["template"]["spec"])
+    service = server.build_service(p, spec)
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["ports"][0]["port"] == 8000
+    assert server.build_hpa(p, spec) is None
+    assert server.url(p, spec) == "http://chat.team-a.svc:8000"
+
+
+def test_server_of_a_finetune_with_autoscaling():
+    spec = MODEL_SERVER.parse_spec({"spec": {"finetuneRef": {"name": "ft"}, "autoscaling": {"maxReplicas": 4}}})
+    source = ServeSource(CHECKPOINT, OutputLocation("results", "finetunes/ft"))
+    deployment = server.build_deployment(parent("ModelServer"), spec, source, SETTINGS)
+    assert "replicas" not in deployment["spec"]  # the HPA owns it
+    assert container(deployment)["command"][2] == "/output/finetunes/ft/final"
+    assert mounts(deployment)["output"] == ("/output", True)
+    hpa = server.build_hpa(parent("ModelServer"), spec)
+    assert hpa["spec"]["minReplicas"] == 1 and hpa["spec"]["maxReplicas"] == 4
+    assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+
+
+def test_pod_metadata_passthrough_keeps_operator_labels():
+    spec = MODEL_SERVER.parse_spec({"spec": {"modelRef": {"name": "pythia"}, "podMetadata": {
+        "labels": {"team": "nlp", "app.kubernetes.io/managed-by": "someone-else"},
+        "annotations": {"sidecar.istio.io/inject": "false"}}}})
+    template = server.build_deployment(parent("ModelServer"), spec, ServeSource(CHECKPOINT), SETTINGS)["spec"]["template"]
+    assert template["metadata"]["labels"]["team"] == "nlp"
+    assert template["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "litgpt-operator"
+    assert template["metadata"]["annotations"] == {"sidecar.istio.io/inject": "false"}
+
+
+def test_builders_are_deterministic():
+    spec = finetune_spec()
+    first = finetune.build_finetune_children(parent("FinetuneJob"), spec, CHECKPOINT, SETTINGS)
+    assert first == finetune.build_finetune_children(parent("FinetuneJob"), spec, CHECKPOINT, SETTINGS)

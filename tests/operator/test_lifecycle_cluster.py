@@ -1,0 +1,113 @@
+"""Lifecycle against the real API server: spec changes of finished jobs, operator restarts,
+garbage collection of children."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from tests.operator.helpers import (
+    OPERATOR_ENV,
+    RUN_SECONDS,
+    OperatorRunner,
+    command,
+    condition,
+    finetune,
+    model,
+    operator_process,
+    ready_model,
+    service_account_kubeconfig,
+    wait_for,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def test_spec_change_of_a_finished_job_does_not_rerun_it(k8s, operator):
+    ready_model(k8s)
+    k8s.apply(finetune())
+    done = k8s.wait_phase("FinetuneJob", "ft", "Succeeded")
+    job_uid = k8s.get("Job", "ft-finetune")["metadata"]["uid"]
+
+    k8s.apply(finetune(train={"epochs": 5, "globalBatchSize": 4, "microBatchSize": 2}))
+    changed = wait_for(lambda: condition(k8s.get("FinetuneJob", "ft"), "SpecApplied"), 30, "SpecApplied condition")
+    assert changed["status"] == "False" and changed["reason"] == "FinishedJobNotRerun"
+    assert "not re-run" in changed["message"]
+    body = k8s.get("FinetuneJob", "ft")
+    assert body["status"]["phase"] == "Succeeded" and body["status"]["observedGeneration"] == done["metadata"]["generation"] + 1
+    jobs = k8s.list("Job", {"app.kubernetes.io/instance": "ft"})
+    assert [j["metadata"]["uid"] for j in jobs] == [job_uid]
+    epochs = command(jobs[0]).index("--train.epochs") + 1
+    assert command(jobs[0])[epochs] == "2"  # still the spec it started with
+    assert "FinishedJobNotRerun" in k8s.event_reasons("ft")
+
+
+def test_operator_killed_mid_download_resumes_without_duplicates(k8s, tmp_path):
+    """The operator (its console script, in its own process, under exactly its generated RBAC
+    role) is SIGKILLed while the download runs; the Job finishes while no operator is up; a new
+    operator converges without a second Job."""
+    log = tmp_path / "operator.log"
+    kubeconfig = service_account_kubeconfig(k8s, tmp_path / "kubeconfig")
+    first = operator_process(kubeconfig, k8s.namespace, log)
+    try:
+        k8s.apply(model(podMetadata={"annotations": {RUN_SECONDS: "6"}}))
+        try:
+            k8s.wait_phase("LitGPTModel", "pythia", "Downloading", timeout=60)
+        except AssertionError as error:
+            raise AssertionError(f"{error}\noperator log:\n{log.read_text()[-3000:]}") from None
+        job_uid = k8s.get("Job", "pythia-download")["metadata"]["uid"]
+    finally:
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(timeout=30)
+    # While no operator runs, the Job completes; the status still says Downloading.
+    wait_for(lambda: any(c["type"] == "Complete" for c in (k8s.get("Job", "pythia-download")["status"].get("conditions") or [])),
+             60, "the Job to complete without the operator")
+    assert k8s.phase("LitGPTModel", "pythia") == "Downloading"
+
+    second = operator_process(kubeconfig, k8s.namespace, log)
+    try:
+        k8s.wait_phase("LitGPTModel", "pythia", "Ready", timeout=60)
+    finally:
+        second.terminate()
+        second.wait(timeout=30)
+    jobs = k8s.list("Job")
+    assert [j["metadata"]["uid"] for j in jobs] == [job_uid], log.read_text()[-3000:]
+
+
+def test_restart_while_waiting_for_the_model(k8s, monkeypatch):
+    """Stopped while a FinetuneJob waits for its model; the model becomes Ready meanwhile; the
+    restarted operator starts exactly one Job and the FinetuneJob succeeds."""
+    for key, value in OPERATOR_ENV.items():
+        monkeypatch.setenv(key, value)
+    runner = OperatorRunner(k8s.namespace).start()
+    try:
+        k8s.apply(finetune())
+        k8s.wait_phase("FinetuneJob", "ft", "Waiting")
+        k8s.apply(model())
+        k8s.wait_phase("LitGPTModel", "pythia", "Downloading")
+    finally:
+        runner.stop()
+    wait_for(lambda: any(c["type"] == "Complete" for c in
+                         (((k8s.get("Job", "pythia-download") or {}).get("status") or {}).get("conditions") or [])),
+             60, "the download to complete")
+    runner = OperatorRunner(k8s.namespace).start()
+    try:
+        k8s.wait_phase("FinetuneJob", "ft", "Succeeded", timeout=90)
+    finally:
+        runner.stop()
+    assert sorted(j["metadata"]["name"] for j in k8s.list("Job")) == ["ft-finetune", "pythia-download"]
+
+
+def test_deleting_a_parent_garbage_collects_its_children(k8s, operator):
+    ready_model(k8s)
+    k8s.apply(finetune())
+    k8s.wait_phase("FinetuneJob", "ft", "Succeeded")
+    assert k8s.get("ConfigMap", "ft-data") is not None
+    k8s.delete("FinetuneJob", "ft")
+    wait_for(lambda: k8s.get("Job", "ft-finetune") is None and k8s.get("ConfigMap", "ft-data") is None,
+             60, "the garbage collector to delete the Job and ConfigMap")
+    wait_for(lambda: not k8s.list("Pod", {"batch.kubernetes.io/job-name": "ft-finetune"}), 60, "the Job's pods to go")
+    # The model (not owned by the finetune) and its cache stay.
+    assert k8s.get("LitGPTModel", "pythia") is not None and k8s.get("PersistentVolumeClaim", "cache") is not None

@@ -1,0 +1,88 @@
+"""The API server itself refuses bad objects, with a message a user can act on; every example
+manifest is accepted. Only the CRDs are needed (no operator)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((REPO_ROOT / "examples").glob("*.yaml"))
+
+MODEL = {"apiVersion": "litgpt.dev/v1alpha1", "kind": "LitGPTModel", "metadata": {"name": "m"},
+         "spec": {"repoId": "EleutherAI/pythia-14m", "checkpointRootPVC": {"claimName": "cache"}}}
+FINETUNE = {"apiVersion": "litgpt.dev/v1alpha1", "kind": "FinetuneJob", "metadata": {"name": "f"},
+            "spec": {"modelRef": {"name": "m"}, "data": {"inline": "[]"}}}
+PRETRAIN = {"apiVersion": "litgpt.dev/v1alpha1", "kind": "PretrainJob", "metadata": {"name": "p"},
+            "spec": {"modelName": "pythia-14m", "tokenizerRef": {"name": "m"},
+                     "data": {"file": {"claimName": "corpus", "path": "text"}}}}
+SERVER = {"apiVersion": "litgpt.dev/v1alpha1", "kind": "ModelServer", "metadata": {"name": "s"},
+          "spec": {"modelRef": {"name": "m"}}}
+
+
+def with_spec(base: dict, **spec) -> dict:
+    return {**base, "spec": {**base["spec"], **spec}}
+
+
+def rejected(k8s, obj: dict) -> str:
+    """Apply `obj` (server-side dry run) and return the API server's refusal."""
+    with pytest.raises(subprocess.CalledProcessError) as error:
+        k8s.kube.kubectl("apply", "--dry-run=server", "-n", k8s.namespace, "-f", "-", input=yaml.safe_dump(obj))
+    return error.value.stderr
+
+
+@pytest.mark.parametrize("obj,expected", [
+    (with_spec(FINETUNE, method="qlora"),
+     'spec.method: Unsupported value: "qlora": supported values: "lora", "full", "adapter", "adapter_v2"'),
+    (with_spec(FINETUNE, train={"microBatchSize": -1}),
+     "spec.train.microBatchSize: Invalid value: -1: spec.train.microBatchSize in body should be greater than or equal to 1"),
+    (with_spec(FINETUNE, train={"globalBatchSize": 10, "microBatchSize": 4}),
+     "globalBatchSize must be a multiple of microBatchSize"),
+    (with_spec(FINETUNE, data={"inline": "[]", "configMap": {"name": "x", "key": "data.json"}}),
+     "set exactly one of file, configMap or inline"),
+    (with_spec(FINETUNE, method="full", lora={"r": 4}), "lora settings apply only to method lora"),
+    (with_spec(PRETRAIN, fromScratch=False),
+     "fromScratch is false: set initialCheckpoint to the LitGPTModel to continue from"),
+    (with_spec(SERVER, finetuneRef={"name": "f"}), "set exactly one of modelRef or finetuneRef"),
+    ({**SERVER, "spec": {"replicas": 1}}, "set exactly one of modelRef or finetuneRef"),
+    (with_spec(MODEL, repoId="not-a-repo-id"), "spec.repoId: Invalid value"),
+    (with_spec(FINETUNE, data={"file": {"claimName": "d", "path": "../../etc/passwd"}}), "spec.data.file.path"),
+], ids=["unknown-method", "negative-batch", "batch-multiple", "two-data-sources", "lora-on-full",
+        "no-initial-checkpoint", "both-refs", "neither-ref", "bad-repo-id", "path-escape"])
+def test_invalid_objects_are_rejected_with_a_readable_message(k8s, obj, expected):
+    message = rejected(k8s, obj)
+    assert expected in message, message
+
+
+def test_defaults_are_applied_by_the_server(k8s):
+    k8s.apply(FINETUNE)
+    stored = k8s.get("FinetuneJob", "f")["spec"]
+    assert stored["method"] == "lora" and stored["train"]["globalBatchSize"] == 16 and stored["nodes"] == 1
+    k8s.apply(PRETRAIN)
+    assert k8s.get("PretrainJob", "p")["spec"]["fromScratch"] is True
+
+
+def test_printer_columns_short_names_and_category(k8s):
+    k8s.apply(with_spec(FINETUNE, method="full"))
+    table = k8s.kube.kubectl("get", "ftj", "-n", k8s.namespace)
+    header, row = table.splitlines()[:2]
+    assert header.split() == ["NAME", "MODEL", "METHOD", "PHASE", "AGE"]
+    assert row.split()[:3] == ["f", "m", "full"]
+    assert "finetunejob.litgpt.dev/f" in k8s.kube.kubectl("get", "litgpt", "-n", k8s.namespace, "-o", "name")
+
+
+def test_kubectl_explain_documents_fields(k8s):
+    text = k8s.kube.kubectl("explain", "finetunejob.spec.method")
+    assert "Finetuning method" in text
+    assert "LitGPTModel whose checkpoint is the starting point" in k8s.kube.kubectl(
+        "explain", "pretrainjob.spec.initialCheckpoint")
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_examples_are_accepted(k8s, path):
+    out = k8s.kube.kubectl("apply", "--dry-run=server", "-n", k8s.namespace, "-f", str(path))
+    kinds = {doc["kind"] for doc in yaml.safe_load_all(path.read_text())}
+    assert all(kind.lower() in out for kind in kinds), out

@@ -1,0 +1,60 @@
+"""ResourcesFit: the operator's verdict before it creates a training Job (litgpt.fit underneath)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from production_support import finetune_body
+
+from litgpt_operator import fitcheck
+from litgpt_operator.api import FINETUNE_JOB
+
+LLAMA_8B = "meta-llama/Llama-3.1-8B"
+
+
+def verdict(annotations=None, default=None, repo_id=LLAMA_8B, **spec):
+    body = finetune_body(annotations=annotations, **spec)
+    parsed = FINETUNE_JOB.parse_spec(body)
+    return fitcheck.resources_fit(body, repo_id, parsed.method, parsed, parsed.lora, default)
+
+
+def test_8b_full_finetune_on_24gb_is_refused_with_a_suggestion():
+    cond = verdict({fitcheck.GPU_MEMORY_ANNOTATION: "24"}, method="full", precision="bf16-true",
+                   train={"maxSeqLength": 512, "microBatchSize": 1, "globalBatchSize": 8})
+    assert (cond.type, cond.status, cond.reason) == ("ResourcesFit", "False", "InsufficientGPUMemory")
+    assert "does not fit in 24 GiB" in cond.message and "method lora instead of full" in cond.message
+    assert cond.warning
+
+
+def test_8b_lora_on_24gb_fits():
+    cond = verdict({fitcheck.GPU_MEMORY_ANNOTATION: "24"}, method="lora", precision="bf16-true",
+                   train={"maxSeqLength": 512, "microBatchSize": 1, "globalBatchSize": 8})
+    assert (cond.status, cond.reason) == ("True", "EstimatedToFit")
+
+
+def test_default_gpu_memory_comes_from_the_operator_and_the_annotation_wins():
+    spec = dict(method="full", precision="bf16-true", train={"maxSeqLength": 512, "globalBatchSize": 8})
+    assert verdict(default=40.0, **spec).status == "False"  # 8B full needs ~4 x 16 GB
+    assert verdict(default=24.0, annotations={fitcheck.GPU_MEMORY_ANNOTATION: "1000"}, **spec).status == "True"
+
+
+def test_unknown_inputs_do_not_block():
+    assert verdict(method="full").status == "Unknown"  # no GPU size anywhere
+    assert verdict({fitcheck.GPU_MEMORY_ANNOTATION: "24"}, repo_id="someone/custom-model").reason == "ModelSizeUnknown"
+    assert verdict({fitcheck.GPU_MEMORY_ANNOTATION: "lots"}).reason == "GPUMemoryUnknown"
+    assert verdict({fitcheck.GPU_MEMORY_ANNOTATION: "24", fitcheck.SKIP_ANNOTATION: "true"},
+                   method="full").reason == "CheckSkipped"
+    assert verdict({fitcheck.GPU_MEMORY_ANNOTATION: "24"}, gpusPerNode=0) is None  # CPU run
+
+
+def test_fit_check_needs_no_torch_in_the_operator():
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from litgpt_operator import fitcheck\n"
+            "from litgpt_operator.api import FINETUNE_JOB\n"
+            "body = {'metadata': {'annotations': {'litgpt.dev/gpu-memory-gb': '24'}},"
+            " 'spec': {'modelRef': {'name': 'm'}, 'data': {'inline': '[]'}, 'method': 'full'}}\n"
+            "s = FINETUNE_JOB.parse_spec(body)\n"
+            "c = fitcheck.resources_fit(body, 'meta-llama/Llama-3.1-8B', s.method, s, s.lora)\n"
+            "assert c.status == 'False', c\n")
+    subprocess.run([sys.executable, "-c", code], check=True)

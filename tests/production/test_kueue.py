@@ -1,0 +1,59 @@
+"""Kueue pass-through: queue label -> labelled, suspended Jobs; the parent reads Queued until admitted."""
+
+from __future__ import annotations
+
+import json
+
+from production_support import finetune_body, finetune_children
+
+from litgpt_operator import kueue, observe
+from litgpt_operator.handlers.jobs import JOB_PHASES
+
+
+def test_jobs_of_a_queued_parent_are_labelled_and_suspended():
+    body = finetune_body(labels={kueue.QUEUE_LABEL: "team-a-gpus", kueue.PRIORITY_LABEL: "low", "other": "x"})
+    children = finetune_children(body)
+    queued = kueue.enqueue(children, body)
+    (job,) = [c for c in queued if c["kind"] == "Job"]
+    assert job["spec"]["suspend"] is True
+    assert job["metadata"]["labels"][kueue.QUEUE_LABEL] == "team-a-gpus"
+    assert job["metadata"]["labels"][kueue.PRIORITY_LABEL] == "low"
+    assert "other" not in job["metadata"]["labels"]
+    # the inline-data ConfigMap is not a workload: untouched
+    assert [c for c in queued if c["kind"] == "ConfigMap"] == [c for c in children if c["kind"] == "ConfigMap"]
+    # the builders' output is not mutated
+    assert "suspend" not in next(c for c in children if c["kind"] == "Job")["spec"]
+
+
+def test_no_queue_no_change():
+    body = finetune_body()
+    children = finetune_children(body)
+    assert kueue.enqueue(children, body) is children
+    assert kueue.queue_of(body) is None
+
+
+def test_suspended_job_in_the_api_server_reads_queued_until_admitted(kube, namespace):
+    """The real Job controller marks a suspended Job; Kueue's admission (suspend: false) ends Queued."""
+    body = finetune_body(namespace=namespace, labels={kueue.QUEUE_LABEL: "q"})
+    job = next(c for c in kueue.enqueue(finetune_children(body), body) if c["kind"] == "Job")
+    job["metadata"].pop("ownerReferences")  # no parent object in this test
+    job["spec"]["template"]["spec"]["volumes"] = [v for v in job["spec"]["template"]["spec"]["volumes"]
+                                                  if "configMap" not in v] + [{"name": "data", "emptyDir": {}}]
+    kube.kubectl("create", "-f", "-", input=json.dumps(job))
+    name = job["metadata"]["name"]
+
+    def state():
+        live = json.loads(kube.kubectl("get", "job", name, "-n", namespace, "-o", "json"))
+        return observe.job_state(live, [])
+
+    import time
+    deadline = time.monotonic() + 30
+    while not any(c["type"] == "Suspended" for c in (json.loads(kube.kubectl(
+            "get", "job", name, "-n", namespace, "-o", "json")).get("status") or {}).get("conditions") or []):
+        assert time.monotonic() < deadline, "the Job controller never marked the Job Suspended"
+        time.sleep(0.3)
+    assert JOB_PHASES[state().phase] == "Queued"
+    assert kube.kubectl("get", "pods", "-n", namespace, "-l", f"batch.kubernetes.io/job-name={name}", "-o", "name") == ""
+
+    kube.kubectl("patch", "job", name, "-n", namespace, "--type=merge", "-p", '{"spec": {"suspend": false}}')
+    assert JOB_PHASES[state().phase] != "Queued"

@@ -1,0 +1,76 @@
+"""The operator's Prometheus metrics: counted reconciles and errors, objects by phase, training
+progress; served over HTTP in the text exposition format."""
+
+from __future__ import annotations
+
+import socket
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from litgpt_operator import metrics
+
+
+def samples(text: str) -> dict[tuple[str, tuple], float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def value(text: str, metric: str, **labels) -> float:
+    return samples(text).get((metric, tuple(sorted(labels.items()))), 0.0)
+
+
+@pytest.fixture(autouse=True)
+def fresh():
+    metrics.reset()
+    yield
+    metrics.reset()
+
+
+def test_reconciles_and_errors_are_counted():
+    before = metrics.exposition().decode()
+    with metrics.reconciling("FinetuneJob"):
+        pass
+    with pytest.raises(KeyError):
+        with metrics.reconciling("FinetuneJob"):
+            raise KeyError("x")
+    after = metrics.exposition().decode()
+    for name, labels in (("litgpt_operator_reconciles_total", {"kind": "FinetuneJob", "result": "success"}),
+                         ("litgpt_operator_reconciles_total", {"kind": "FinetuneJob", "result": "error"}),
+                         ("litgpt_operator_reconcile_errors_total", {"kind": "FinetuneJob", "error": "KeyError"})):
+        assert value(after, name, **labels) == value(before, name, **labels) + 1
+    assert value(after, "litgpt_operator_reconcile_duration_seconds_count", kind="FinetuneJob") >= 2
+
+
+def test_objects_by_phase_and_training_progress():
+    metrics.record("FinetuneJob", "a", "one", "Running", {"step": 100, "loss": 1.84, "tokensPerSecond": 5321})
+    metrics.record("FinetuneJob", "a", "two", "Running")
+    metrics.record("FinetuneJob", "b", "three", "Queued")
+    metrics.record("LitGPTModel", "a", "m", "Ready")
+    text = metrics.exposition().decode()
+    assert value(text, "litgpt_operator_objects", kind="FinetuneJob", phase="Running") == 2
+    assert value(text, "litgpt_operator_objects", kind="FinetuneJob", phase="Queued") == 1
+    assert value(text, "litgpt_operator_objects", kind="LitGPTModel", phase="Ready") == 1
+    assert value(text, "litgpt_training_loss", kind="FinetuneJob", namespace="a", name="one") == pytest.approx(1.84)
+    assert value(text, "litgpt_training_tokens_per_second", kind="FinetuneJob", namespace="a", name="one") == 5321
+    metrics.record("FinetuneJob", "a", "one", "Succeeded")  # progress of a finished job disappears
+    metrics.record("FinetuneJob", "b", "three", None)  # deleted
+    text = metrics.exposition().decode()
+    assert value(text, "litgpt_operator_objects", kind="FinetuneJob", phase="Running") == 1
+    assert value(text, "litgpt_operator_objects", kind="FinetuneJob", phase="Queued") == 0
+    assert value(text, "litgpt_training_loss", kind="FinetuneJob", namespace="a", name="one") == 0
+
+
+def test_served_over_http():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server, thread = metrics.serve(port, "127.0.0.1")
+    try:
+        metrics.record("ModelServer", "a", "s", "Ready")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            text = response.read().decode()
+        assert value(text, "litgpt_operator_objects", kind="ModelServer", phase="Ready") == 1
+    finally:
+        server.shutdown()

@@ -1,0 +1,71 @@
+"""Auto-resume on training Jobs: `--resume auto`, a podFailurePolicy the API server accepts,
+attempts counted per completion index; progress and resumed step read from the runtime's log."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from production_support import finetune_body, finetune_children
+
+from litgpt_operator import progress, resume
+
+
+def training_job(**spec) -> dict:
+    return next(c for c in finetune_children(finetune_body(**spec)) if c["kind"] == "Job")
+
+
+def test_single_pod_job_resumes_after_disruption_and_fails_fast_on_user_errors():
+    job = resume.with_auto_resume(training_job())
+    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[-2:] == ["--resume", "auto"] and command[:2] == ["litgpt", "finetune_lora"]
+    rules = job["spec"]["podFailurePolicy"]["rules"]
+    assert rules[0] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+    assert rules[1]["action"] == "FailJob" and rules[1]["onExitCodes"]["values"] == [1, 2]
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+    assert resume.with_auto_resume(job) == job  # idempotent
+
+
+def test_multi_node_job_does_not_fail_on_a_peer_exit():
+    job = resume.with_auto_resume(training_job(nodes=2, gpusPerNode=2))
+    assert job["spec"]["completionMode"] == "Indexed"
+    assert [r["action"] for r in job["spec"]["podFailurePolicy"]["rules"]] == ["Ignore"]
+
+
+@pytest.mark.parametrize("nodes", [1, 2])
+def test_api_server_accepts_the_resumable_job(kube, namespace, nodes):
+    job = resume.with_auto_resume(training_job(nodes=nodes, gpusPerNode=1, namespace=namespace))
+    job["metadata"].pop("ownerReferences")
+    out = kube.kubectl("create", "--dry-run=server", "-o", "json", "-f", "-", input=json.dumps(job))
+    stored = json.loads(out)
+    assert stored["spec"]["podFailurePolicy"] == job["spec"]["podFailurePolicy"]
+
+
+def pod(index: str | None) -> dict:
+    annotations = {"batch.kubernetes.io/job-completion-index": index} if index is not None else {}
+    return {"metadata": {"annotations": annotations}}
+
+
+def test_attempts_are_counted_per_index():
+    assert resume.attempts([]) == 0
+    assert resume.attempts([pod(None)]) == 1
+    assert resume.attempts([pod(None), pod(None), pod(None)]) == 3
+    assert resume.attempts([pod("0"), pod("1"), pod("1")]) == 2
+
+
+LOG = """\
+Resuming from /output/finetunes/ft/step-000080 at step 80 (40,960 tokens seen).
+Training: 2 micro-batch(es) of 4 per step on each of 1 process(es); 1000 steps.
+step 90/1000 | loss 1.9021 | lr 2.00e-04 | 5,102 tok/s | 0.401 s/step | peak mem 3.10 GiB
+step 90 | val loss 1.9500
+step 100/1000 | loss 1.8412 | lr 2.00e-04 | 5,321 tok/s | 0.412 s/step | peak mem 3.10 GiB
+Saved checkpoint /output/finetunes/ft/step-000100
+"""
+
+
+def test_progress_and_resumed_step_from_the_log():
+    assert progress.training_progress(LOG) == {"step": 100, "totalSteps": 1000, "loss": 1.8412, "tokensPerSecond": 5321}
+    assert progress.resumed_step(LOG) == 80
+    assert progress.training_progress("step 3 | loss 2.5000 | lr 1.00e-03 | 12 tok/s | 1.0 s/step | peak mem 0.00 GiB") \
+        == {"step": 3, "loss": 2.5, "tokensPerSecond": 12}
+    assert progress.training_progress("") == {} and progress.resumed_step(None) is None
