@@ -60,6 +60,7 @@ TOKENIZER_TEXT = [
     "Large language models predict the next token from the tokens before it, one step at a time.",
     "Kubernetes schedules containers onto nodes; an operator reconciles custom resources into pods.",
 ]
+TOKENIZER_VOCAB = 600
 RATE = re.compile(r"([0-9.]+) tokens/sec")
 
 
@@ -74,7 +75,8 @@ def real_litgpt_venv(version: str) -> Path:
     if not (env_dir / "bin" / "litgpt").is_file():
         print(f"creating {env_dir} with litgpt=={version} (one-time; downloads torch)", flush=True)
         venv.create(env_dir, with_pip=True, clear=True)
-        run([python, "-m", "pip", "install", "-q", f"litgpt=={version}"])
+        # requests: litgpt's CLI needs it but lists it only among its extras
+        run([python, "-m", "pip", "install", "-q", f"litgpt=={version}", "requests"])
     return env_dir
 
 
@@ -93,12 +95,19 @@ def build_hf_folder(model: str) -> Path:
     config = transformers.AutoConfig.for_model(**spec["config"])
     torch.manual_seed(0)
     hf_model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    # Zero the output rows of ids the small tokenizer does not have, and of the end-of-text id:
+    # greedy decoding then picks printable tokens and never stops early, so both tools do the
+    # same amount of work and their texts can be compared. (Shapes, and so the cost, are unchanged.)
+    with torch.no_grad():
+        out_rows = hf_model.get_output_embeddings().weight
+        out_rows[TOKENIZER_VOCAB:] = 0
+        out_rows[0] = 0
     hf_model.save_pretrained(folder)
 
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=["<|endoftext|>"], show_progress=False,
+    trainer = trainers.BpeTrainer(vocab_size=TOKENIZER_VOCAB, special_tokens=["<|endoftext|>"], show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tokenizer.train_from_iterator(TOKENIZER_TEXT * 8, trainer=trainer)
     tokenizer.save(str(folder / "tokenizer.json"))

@@ -75,7 +75,7 @@ setup("bench-tiny", model_config=Config(**a["config"]), out_dir=__import__("path
       precision="32-true", data=Data(), devices=1, tokenizer_dir=__import__("pathlib").Path(a["tokenizer_dir"]),
       logger_name="csv", seed=a["seed"],
       train=TrainArgs(save_interval=None, log_interval=1, global_batch_size=a["global_batch_size"],
-                      micro_batch_size=a["micro_batch_size"], max_steps=a["steps"], max_seq_length=a["block"],
+                      micro_batch_size=a["micro_batch_size"], max_tokens=a["max_tokens"], max_seq_length=a["block"],
                       lr_warmup_steps=2, max_norm=1.0, min_lr=4e-5, tie_embeddings=False),
       eval=EvalArgs(interval=10**6, max_iters=1, initial_validation=False, final_validation=False))
 json.dump(stamps, open(a["stamps"], "w"))
@@ -101,7 +101,7 @@ setup(model_config=Path(a["config_file"]), tokenizer_dir=Path(a["tokenizer_dir"]
       data=text_data.TokenShards(path=Path(a["shards"])), out_dir=Path(a["out_dir"]), precision="32-true",
       devices=1, seed=a["seed"], compile=a["compile"],
       train=TrainArgs(save_interval=None, log_interval=1, global_batch_size=a["global_batch_size"],
-                      micro_batch_size=a["micro_batch_size"], max_steps=a["steps"], max_seq_length=a["block"],
+                      micro_batch_size=a["micro_batch_size"], max_tokens=a["max_tokens"], max_seq_length=a["block"],
                       lr_warmup_steps=2, learning_rate=4e-4, weight_decay=0.1, max_norm=1.0, min_lr=4e-5),
       eval=EvalArgs(interval=10**6, max_iters=1, initial_validation=False, final_validation=False))
 json.dump(stamps, open(a["stamps"], "w"))
@@ -166,7 +166,7 @@ def main() -> None:
         for name in ("ours", "theirs"):
             out_dir = work / f"out-{name}"
             stamps = work / f"stamps-{name}.json"
-            common = dict(seed=42, steps=args.steps, global_batch_size=args.global_batch_size,
+            common = dict(seed=42, max_tokens=args.steps * args.global_batch_size * args.block, global_batch_size=args.global_batch_size,
                           micro_batch_size=args.micro_batch_size, block=args.block, out_dir=str(out_dir),
                           stamps=str(stamps), tokenizer_dir=str(hf_dir))
             if name == "ours":

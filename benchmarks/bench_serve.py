@@ -1,6 +1,6 @@
 """Serving: our `litgpt serve` side by side with the real `litgpt serve`, 8 concurrent clients.
 
-    .venv/bin/python benchmarks/bench_serve.py                      # pythia-70m, CPU, 1 thread
+    .venv/bin/python benchmarks/bench_serve.py                      # pythia-14m, CPU, 1 thread
     .venv/bin/python benchmarks/bench_serve.py --model SmolLM2-135M --clients 8 --requests 4
 
 Shares its setup with bench_generate.py (same venv with the pinned real litgpt, same random-weight
@@ -38,6 +38,16 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from bench_generate import (MODELS, OUR_LITGPT, TOKENIZER_TEXT, WORK, build_hf_folder, convert_ours,  # noqa: E402
                             convert_theirs, real_litgpt_venv, run)
+
+
+# pythia-14m's real architecture (its config.json), random weights; added to bench_generate's models.
+MODELS.setdefault("pythia-14m", dict(
+    org="EleutherAI",
+    config=dict(architectures=["GPTNeoXForCausalLM"], model_type="gpt_neox", vocab_size=50304, hidden_size=128,
+                intermediate_size=512, num_hidden_layers=6, num_attention_heads=4, rotary_pct=0.25,
+                rotary_emb_base=10000, max_position_embeddings=2048, layer_norm_eps=1e-5, use_parallel_residual=True,
+                hidden_act="gelu", tie_word_embeddings=False, bos_token_id=0, eos_token_id=0, torch_dtype="float32"),
+))
 
 
 def ensure_litserve(env_dir: Path) -> None:
@@ -125,7 +135,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", choices=sorted(MODELS), default="pythia-70m")
+    parser.add_argument("--model", choices=sorted(MODELS), default="pythia-14m")
     parser.add_argument("--litgpt_version", default="0.5.13")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=3, help="requests per client per round")

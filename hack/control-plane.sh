@@ -34,8 +34,12 @@ install() {
   local start=$SECONDS tmp="$dest.partial.$$"
   rm -rf "$tmp"
   # Build into a temporary folder and rename: an interrupted build never looks installed.
-  trap 'rm -rf "$tmp"' EXIT
+  # `go build` is silent for many minutes: say every minute that it is still working.
+  ( while sleep 60; do echo "  ... still building ($(( (SECONDS - start) / 60 )) min)" >&2; done ) &
+  local ticker=$!
+  trap 'kill $ticker 2>/dev/null; rm -rf "$tmp"' EXIT
   "$repo/hack/control-plane/build.sh" "$tmp"
+  kill $ticker 2>/dev/null || true
   mkdir -p "$(dirname "$dest")"
   rm -rf "$dest"
   mv "$tmp" "$dest"

@@ -55,11 +55,27 @@ def training_setup(method: str, spec: Any, lora: Any = None):
     ), spec.train.max_seq_length
 
 
-def resources_fit(body: dict, repo_id: Optional[str], method: str, spec: Any, lora: Any = None,
+def model_config(model: Any):
+    """A `litgpt.config.Config` from a known repo id / short name or an inline config dict; None
+    when the operator cannot know the model's size (a custom checkpoint it cannot read)."""
+    from litgpt.config import Config, find_preset
+    from litgpt.errors import UserError
+
+    if isinstance(model, dict):
+        try:
+            return Config(**model)
+        except (TypeError, ValueError, UserError):
+            return None
+    if isinstance(model, str) and find_preset(model) is not None:
+        return Config.from_name(model)
+    return None
+
+
+def resources_fit(body: dict, model: Any, method: str, spec: Any, lora: Any = None,
                   default_gpu_memory_gb: Optional[float] = None) -> Optional[Cond]:
     """The condition for one training object, or None when there is nothing to check (CPU run).
 
-    `repo_id`: the model trained (a known repo id or short name); None when unknown.
+    `model`: the model trained: a known repo id or short name, or an inline model config (dict).
     """
     if spec.gpus_per_node == 0:
         return None
@@ -71,14 +87,14 @@ def resources_fit(body: dict, repo_id: Optional[str], method: str, spec: Any, lo
                     f"Set the {GPU_MEMORY_ANNOTATION} annotation (GiB per GPU) to check that the run fits "
                     "before it starts.")
     from litgpt import fit
-    from litgpt.config import Config, find_preset
     from litgpt.errors import UserError
 
-    if not repo_id or find_preset(repo_id) is None:
+    config = model_config(model)
+    if config is None:
+        name = model if isinstance(model, str) else "this model"
         return Cond(CONDITION, UNKNOWN, "ModelSizeUnknown",
-                    f"The size of {repo_id or 'this model'} is not known to the operator; memory not estimated.")
+                    f"The size of {name} is not known to the operator; memory not estimated.")
     kwargs, max_seq_length = training_setup(method, spec, lora)
-    config = Config.from_name(repo_id)
     kwargs["max_seq_length"] = max_seq_length or min(config.block_size, fit.DEFAULT_SEQ_LENGTH)
     try:
         report = fit.check(config, fit.TrainingSetup(**kwargs), budget)

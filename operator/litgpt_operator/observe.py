@@ -129,9 +129,12 @@ def job_state(job: dict, pods: list[dict], log_tail: Optional[str] = None) -> Jo
     problem = first_problem(pods)
     if problem and not problem.terminated:
         return JobState("Pending", problem.reason, problem.message, **times)
-    running = [p for p in pods if (p.get("status") or {}).get("phase") == "Running"]
-    if running:
-        return JobState("Running", "JobRunning", f"Job {name}: {len(running)} pod(s) running.", **times)
+    phases = [(p.get("status") or {}).get("phase") for p in pods]
+    if "Running" in phases or "Succeeded" in phases:
+        # A pod that succeeded before the Job controller marks the Job Complete is still "running"
+        # for the parent: falling back to Pending in between would be a false transition.
+        return JobState("Running", "JobRunning", f"Job {name}: {phases.count('Running')} pod(s) running, "
+                                                 f"{phases.count('Succeeded')} succeeded.", **times)
     if problem:  # a pod failed and the Job is retrying it
         return JobState("Running", "Retrying", f"Job {name} is retrying after: {problem.message}", **times)
     return JobState("Pending", "PodsPending", f"Job {name}: waiting for its pods to start.", **times)

@@ -154,7 +154,7 @@ class Config:
         if not path.is_file():
             raise UserError(f"Model config file {str(path)!r} does not exist.")
         data = yaml.safe_load(path.read_text()) or {}
-        return cls(**{**_known_fields(data), **overrides})
+        return cls(**{**_known_fields(cls, data), **overrides})
 
     @classmethod
     def from_checkpoint(cls, checkpoint_dir: str | Path, **overrides: Any) -> "Config":
@@ -189,8 +189,8 @@ class Config:
         return path
 
 
-def _known_fields(data: dict[str, Any]) -> dict[str, Any]:
-    names = {f.name for f in dataclasses.fields(Config)}
+def _known_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names
     if unknown:
         raise UserError(f"Unknown model config field(s): {', '.join(sorted(unknown))}.")

@@ -368,9 +368,17 @@ def ensure_checkpoint(repo_id: str, checkpoint_root_dir: str | Path = "checkpoin
     as_path = Path(repo_id)
     if as_path.is_dir() and not (root / repo_id).is_dir():
         return resolve_checkpoint_dir(repo_id, root)  # an explicit folder: checked, never downloaded
+    if "/" not in repo_id:  # a short name of a known model, e.g. pythia-160m
+        from litgpt.config import find_preset
+
+        preset = find_preset(repo_id)
+        repo_id = preset["hf_repo_id"] if preset else repo_id
     final = root / repo_id
     if is_complete(final):
         return resolve_checkpoint_dir(repo_id, root)
+    if repo_id.startswith(("/", ".", "~")) or repo_id.count("/") != 1:
+        raise UserError(f"{repo_id!r} is neither an existing checkpoint folder nor a Hugging Face repo id "
+                        "(<org>/<name>, e.g. HuggingFaceTB/SmolLM2-135M-Instruct).")
     check_repo_id(repo_id)
     if is_offline():
         raise UserError(

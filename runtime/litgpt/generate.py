@@ -142,9 +142,9 @@ def load_for_inference(repo_id: str, checkpoint_root_dir: Path, device: str, pre
     model = load_model(checkpoint_dir, device=torch_device, dtype=dtype)
     model.eval()
     if compile:
-        # Decode steps have one fixed shape, which is where compilation pays off; dynamic=False
-        # keeps the prefill (other shape) on its own graph instead of a slow generic one.
-        model = torch.compile(model, dynamic=False)
+        # Default (automatic) dynamic shapes: the cache length grows by one each step, so after the
+        # first recompilation that length is symbolic instead of a new graph per token.
+        model = torch.compile(model)
     return model, tokenizer, torch_device
 
 

@@ -42,7 +42,8 @@ from litgpt.config import Config
 # F.scaled_dot_product_attention(enable_gqa=) arrived in torch 2.5
 _SDPA_GQA = tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 5)
 
-# (cos, sin), each (T, rope_n_elem) or (B, 1, T, rope_n_elem) for per-row positions.
+# (cos, sin), each (T, 1, rope_n_elem), or (B, T, 1, rope_n_elem) for per-row positions: they
+# broadcast over the heads axis of (B, T, heads, head_size).
 Rope = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -58,8 +59,9 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = x.dtype
-        x = x.float()
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        if dtype == torch.float32 and not self.unit_offset:
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)  # one fused kernel
+        x = F.rms_norm(x.float(), self.weight.shape, None, self.eps)
         if self.unit_offset:
             # Gemma scales in float32 before the cast back
             return (x * (1.0 + self.weight.float())).to(dtype)
@@ -130,7 +132,7 @@ def build_rope_cache(
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate the first `cos.size(-1)` dims of x (B, H, T, hs); the rest pass through."""
+    """Rotate the first `cos.size(-1)` dims of x (B, T, heads, hs); the rest pass through."""
     n_elem = cos.size(-1)
     if n_elem < x.size(-1):
         return torch.cat((apply_rope(x[..., :n_elem], cos, sin), x[..., n_elem:]), dim=-1)
@@ -202,15 +204,18 @@ class CausalSelfAttention(nn.Module):
         B, T, _ = x.shape
         cfg = self.config
         hs, H, G = cfg.head_size, cfg.n_head, cfg.n_query_groups
-        qkv = self.qkv(x)  # (B, T, (H + 2G) * hs)
-        q, k, v = qkv.split((H * hs, G * hs, G * hs), dim=-1)
-        q = q.view(B, T, H, hs).transpose(1, 2)  # (B, H, T, hs)
-        k = k.view(B, T, G, hs).transpose(1, 2)  # (B, G, T, hs)
-        v = v.view(B, T, G, hs).transpose(1, 2)  # (B, G, T, hs)
+        qkv = self.qkv(x).view(B, T, H + 2 * G, hs)  # heads: [q * H | k * G | v * G]
         if cfg.norm_qk:
-            q, k = self.norm_q(q), self.norm_k(k)
+            q, k, v = qkv.split((H, G, G), dim=2)
+            qk = torch.cat((self.norm_q(q), self.norm_k(k)), dim=2)
+        else:
+            qk, v = qkv.split((H + G, G), dim=2)
         cos, sin = rope
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        qk = apply_rope(qk, cos, sin)  # queries and keys in one go: (B, T, H + G, hs)
+        q, k = qk.split((H, G), dim=2)
+        q = q.transpose(1, 2)  # (B, H, T, hs)
+        k = k.transpose(1, 2)  # (B, G, T, hs)
+        v = v.transpose(1, 2)  # (B, G, T, hs)
 
         if input_pos is not None:
             if self.kv_cache is None:
@@ -397,6 +402,8 @@ class GPT(nn.Module):
             ropes = {"full_attention": full, "sliding_attention": full}
             if cfg.rope_local_base is not None:
                 ropes["sliding_attention"] = build_rope_cache(n, cfg.rope_n_elem, cfg.rope_local_base, None, device)
+            # (S, n) -> (S, 1, n): indexing by positions then broadcasts over heads
+            ropes = {kind: (cos.unsqueeze(1), sin.unsqueeze(1)) for kind, (cos, sin) in ropes.items()}
             self._ropes[variant] = ropes
         return self._ropes[variant]
 
@@ -477,8 +484,8 @@ class GPT(nn.Module):
         layer_ropes, masks = {}, {}
         for kind in set(cfg.layer_types):
             cos, sin = ropes[kind]
-            if per_row:  # (B, T, n) -> (B, 1, T, n) to broadcast over heads
-                cos, sin = cos[positions].unsqueeze(1), sin[positions].unsqueeze(1)
+            if per_row:  # (B, T, 1, n)
+                cos, sin = cos[positions], sin[positions]
             elif prefill:
                 cos, sin = cos[:T], sin[:T]
             else:

@@ -130,12 +130,13 @@ def test_process_acts_as_the_pods_service_account(kube, namespace):
     probe = (
         "import os, kubernetes as k\n"
         "k.config.load_kube_config(os.environ['KUBECONFIG'])\n"
-        "api = k.client.CoreV1Api()\n"
+        "review = k.client.AuthenticationV1Api().create_self_subject_review({})\n"
+        "print('user', review.status.user_info.username)\n"
         "try:\n"
-        "    api.list_namespaced_pod(os.environ['NS'])\n"
-        "    print('allowed')\n"
+        "    k.client.CoreV1Api().list_namespaced_secret(os.environ['NS'])\n"
+        "    print('secrets allowed')\n"
         "except k.client.rest.ApiException as e:\n"
-        "    print('status', e.status)\n"
+        "    print('secrets status', e.status)\n"
     )
     core.create_namespaced_pod(namespace, {
         "metadata": {"name": "probe"},
@@ -147,9 +148,10 @@ def test_process_acts_as_the_pods_service_account(kube, namespace):
     pod = wait_for(lambda: _finished(core, "probe", namespace), "pod probe to finish")
     logs = next((_agent_dir(kube) / "pods").glob(f"{namespace}_probe_*/logs/main.log")).read_text()
     assert pod.status.phase == "Succeeded", logs
-    assert "status 403" in logs  # the default service account may not list pods
+    assert f"user system:serviceaccount:{namespace}:default" in logs  # not anonymous, not admin
+    assert "secrets status 403" in logs  # and RBAC applies to it
     token_config = json.loads(next((_agent_dir(kube) / "pods").glob(f"{namespace}_probe_*/kubeconfig")).read_text())
-    assert "tokenFile" in token_config["users"][0]["user"]
+    assert token_config["users"][0]["user"]["token"].count(".") == 2  # a JWT, inline for every client
 
 
 def test_kubectl_logs_follow_streams_until_the_container_ends(kube, namespace):

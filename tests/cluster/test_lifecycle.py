@@ -82,3 +82,30 @@ def test_fixture_style_stop_leaves_no_processes(installed, tmp_path):
         cp.stop()
     assert _processes_mentioning(str(tmp_path / "cp")) == []
     assert all(not Path(f"/proc/{pid}").exists() for pid in pids)
+
+
+def test_killed_test_process_takes_its_control_plane_with_it(installed, tmp_path):
+    """A pytest killed outright (no finalizers) must not leave an apiserver running."""
+    import signal
+    import sys
+    import time
+
+    state = tmp_path / "cp"
+    starter = (
+        "import sys, time; from pathlib import Path\n"
+        "from tests.support.controlplane import ControlPlane\n"
+        "ControlPlane(state_dir=Path(sys.argv[1]), tie_to_parent=True).start()\n"
+        "print('started', flush=True); time.sleep(600)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", starter, str(state)], cwd=SCRIPT.parents[1],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "started"
+        assert len(_processes_mentioning(str(state))) >= 5
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    deadline = time.monotonic() + 15
+    while _processes_mentioning(str(state)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _processes_mentioning(str(state)) == []

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import yaml
 
 from litgpt_operator import kube as operator_kube
+from tests.support.waiting import wait_for  # noqa: F401  (re-exported for the tests)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 OPERATOR_ENV = {
@@ -27,19 +27,6 @@ OPERATOR_ENV = {
 # Pods that really run their command as a local process (the node agent's exec node).
 ON_EXEC_NODE = {"nodeSelector": {"node.litgpt.dev/mode": "exec"},
                 "tolerations": [{"key": "node.litgpt.dev/exec", "operator": "Exists"}]}
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 60, what: str = "condition", interval: float = 0.25) -> Any:
-    """Poll `check` until it returns something truthy; fail with the last value seen."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        last = check()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last seen: {last!r}")
-        time.sleep(interval)
 
 
 def condition(obj: Optional[dict], type_: str) -> Optional[dict]:
@@ -72,8 +59,11 @@ class K8s:
         return ((self.get(kind, name) or {}).get("status") or {}).get("phase")
 
     def wait_phase(self, kind: str, name: str, phase: str, timeout: float = 60) -> dict:
-        wait_for(lambda: self.phase(kind, name) == phase, timeout,
-                 f"{kind} {name} phase {phase} (now {self.phase(kind, name)})")
+        try:
+            wait_for(lambda: self.phase(kind, name) == phase, f"{kind} {name} phase {phase}", timeout_s=timeout)
+        except AssertionError as error:
+            status = (self.get(kind, name) or {}).get("status")
+            raise AssertionError(f"{error}; its status: {status}") from None
         return self.get(kind, name)
 
     def events(self, name: str) -> list[dict]:
@@ -82,6 +72,15 @@ class K8s:
 
     def event_reasons(self, name: str) -> set[str]:
         return {e["reason"] for e in self.events(name)}
+
+    def wait_events(self, names: list[str], reasons: set[str], timeout: float = 30) -> set[str]:
+        """Wait until Events with all `reasons` exist about the objects `names` (they are posted
+        right after the status write a test may have seen first)."""
+        def seen() -> set[str]:
+            return set().union(*(self.event_reasons(n) for n in names))
+
+        wait_for(lambda: reasons <= seen(), f"events {sorted(reasons)} on {names}", timeout_s=timeout)
+        return seen()
 
     def delete(self, kind: str, name: str) -> None:
         operator_kube.delete(kind, self.namespace, name)

@@ -125,6 +125,8 @@ def test_finetune_lora_command_line():
     assert volumes["models"]["persistentVolumeClaim"] == {"claimName": "model-cache", "readOnly": True}
     assert volumes["output"]["persistentVolumeClaim"]["claimName"] == "model-cache"  # default output claim
     assert "completionMode" not in job["spec"]
+    assert job["metadata"]["annotations"]["litgpt.dev/output-claim"] == "model-cache"
+    assert job["metadata"]["annotations"]["litgpt.dev/output-path"] == "finetunes/demo"
     assert_restricted(job["spec"]["template"]["spec"])
 
 
@@ -251,3 +253,15 @@ def test_builders_are_deterministic():
     spec = finetune_spec()
     first = finetune.build_finetune_children(parent("FinetuneJob"), spec, CHECKPOINT, SETTINGS)
     assert first == finetune.build_finetune_children(parent("FinetuneJob"), spec, CHECKPOINT, SETTINGS)
+
+
+def test_continued_pretraining_takes_the_checkpoints_architecture():
+    spec = PRETRAIN_JOB.parse_spec({"spec": {"fromScratch": False, "initialCheckpoint": {"name": "pythia"},
+                                             "data": {"file": {"claimName": "corpus", "path": "text"}}}})
+    (job,) = pretrain.build_pretrain_children(parent("PretrainJob", "pt"), spec, PretrainSources(initial=CHECKPOINT),
+                                              SETTINGS)
+    command = container(job)["command"]
+    assert command[:4] == ["litgpt", "pretrain", "--out_dir", "/output/pretrains/pt"]
+    assert "--model_config" not in command
+    # the tokenizer defaults to the initial checkpoint's
+    assert command[command.index("--tokenizer_dir") + 1] == "/models/checkpoints/EleutherAI/pythia-14m"

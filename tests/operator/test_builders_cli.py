@@ -13,10 +13,12 @@ from litgpt_operator.api import FINETUNE_JOB, LITGPT_MODEL, MODEL_SERVER, PRETRA
 from litgpt_operator.builders import finetune, model, pretrain, server
 from litgpt_operator.builders.pretrain import PretrainSources
 from litgpt_operator.builders.server import ServeSource
-from litgpt_operator.builders.sources import ModelCheckpoint, OutputLocation
+from litgpt_operator.builders.sources import OutputLocation
 from tests.operator.test_builders import CHECKPOINT, SETTINGS, container, parent
 
 pytest.importorskip("jsonargparse")
+# Loading the actions' modules imports torch (seconds), hence slow.
+pytestmark = pytest.mark.slow
 
 
 def parse(command: list[str]):
@@ -57,6 +59,17 @@ def test_finetune_command_parses(method):
     assert str(args["data"].json_path) == "/data/data.json" and args["data"].prompt_style == "alpaca"
     if method == "lora":
         assert args["lora_r"] == 8 and args["lora_query"] is True
+
+
+def test_continued_pretrain_command_parses():
+    spec = PRETRAIN_JOB.parse_spec({"spec": {"modelConfig": {"n_layer": 2}, "fromScratch": False,
+                                             "initialCheckpoint": {"name": "m"}, "nodes": 2, "gpusPerNode": 0,
+                                             "data": {"file": {"claimName": "c", "path": "text"}}}})
+    job = pretrain.build_pretrain_children(parent("PretrainJob"), spec, PretrainSources(initial=CHECKPOINT), SETTINGS)[-1]
+    args = parse(container(job)["command"])
+    assert str(args["model_config"]) == "/config/model_config.yaml"
+    assert str(args["initial_checkpoint_dir"]) == "/models/checkpoints/EleutherAI/pythia-14m"
+    assert args["num_nodes"] == 2
 
 
 def test_pretrain_command_parses():

@@ -32,7 +32,7 @@ def test_spec_change_of_a_finished_job_does_not_rerun_it(k8s, operator):
     job_uid = k8s.get("Job", "ft-finetune")["metadata"]["uid"]
 
     k8s.apply(finetune(train={"epochs": 5, "globalBatchSize": 4, "microBatchSize": 2}))
-    changed = wait_for(lambda: condition(k8s.get("FinetuneJob", "ft"), "SpecApplied"), 30, "SpecApplied condition")
+    changed = wait_for(lambda: condition(k8s.get("FinetuneJob", "ft"), "SpecApplied"), "SpecApplied condition", timeout_s=30)
     assert changed["status"] == "False" and changed["reason"] == "FinishedJobNotRerun"
     assert "not re-run" in changed["message"]
     body = k8s.get("FinetuneJob", "ft")
@@ -41,7 +41,7 @@ def test_spec_change_of_a_finished_job_does_not_rerun_it(k8s, operator):
     assert [j["metadata"]["uid"] for j in jobs] == [job_uid]
     epochs = command(jobs[0]).index("--train.epochs") + 1
     assert command(jobs[0])[epochs] == "2"  # still the spec it started with
-    assert "FinishedJobNotRerun" in k8s.event_reasons("ft")
+    k8s.wait_events(["ft"], {"FinishedJobNotRerun"})
 
 
 def test_operator_killed_mid_download_resumes_without_duplicates(k8s, tmp_path):
@@ -63,7 +63,7 @@ def test_operator_killed_mid_download_resumes_without_duplicates(k8s, tmp_path):
         first.wait(timeout=30)
     # While no operator runs, the Job completes; the status still says Downloading.
     wait_for(lambda: any(c["type"] == "Complete" for c in (k8s.get("Job", "pythia-download")["status"].get("conditions") or [])),
-             60, "the Job to complete without the operator")
+             "the Job to complete without the operator", timeout_s=60)
     assert k8s.phase("LitGPTModel", "pythia") == "Downloading"
 
     second = operator_process(kubeconfig, k8s.namespace, log)
@@ -91,7 +91,7 @@ def test_restart_while_waiting_for_the_model(k8s, monkeypatch):
         runner.stop()
     wait_for(lambda: any(c["type"] == "Complete" for c in
                          (((k8s.get("Job", "pythia-download") or {}).get("status") or {}).get("conditions") or [])),
-             60, "the download to complete")
+             "the download to complete", timeout_s=60)
     runner = OperatorRunner(k8s.namespace).start()
     try:
         k8s.wait_phase("FinetuneJob", "ft", "Succeeded", timeout=90)
@@ -107,7 +107,7 @@ def test_deleting_a_parent_garbage_collects_its_children(k8s, operator):
     assert k8s.get("ConfigMap", "ft-data") is not None
     k8s.delete("FinetuneJob", "ft")
     wait_for(lambda: k8s.get("Job", "ft-finetune") is None and k8s.get("ConfigMap", "ft-data") is None,
-             60, "the garbage collector to delete the Job and ConfigMap")
-    wait_for(lambda: not k8s.list("Pod", {"batch.kubernetes.io/job-name": "ft-finetune"}), 60, "the Job's pods to go")
+             "the garbage collector to delete the Job and ConfigMap", timeout_s=60)
+    wait_for(lambda: not k8s.list("Pod", {"batch.kubernetes.io/job-name": "ft-finetune"}), "the Job's pods to go", timeout_s=60)
     # The model (not owned by the finetune) and its cache stay.
     assert k8s.get("LitGPTModel", "pythia") is not None and k8s.get("PersistentVolumeClaim", "cache") is not None

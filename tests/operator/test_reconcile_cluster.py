@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 def test_litgptmodel_downloads_then_is_ready(k8s, operator):
     k8s.apply(model(tokenSecretRef={"name": "hf", "key": "token"}))
     k8s.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hf"}, "stringData": {"token": "hf_secretvalue123"}})
-    job = wait_for(lambda: k8s.get("Job", "pythia-download"), 30, "the download Job")
+    job = wait_for(lambda: k8s.get("Job", "pythia-download"), "the download Job", timeout_s=30)
     assert command(job) == ["litgpt", "download", "EleutherAI/pythia-14m", "--checkpoint_root_dir", "/models/checkpoints"]
     assert job["metadata"]["ownerReferences"][0]["kind"] == "LitGPTModel"
     claim = k8s.get("PersistentVolumeClaim", "cache")
@@ -37,7 +37,7 @@ def test_litgptmodel_downloads_then_is_ready(k8s, operator):
     assert ready["status"] == "True" and ready["reason"] == "CheckpointComplete"
     assert ready["observedGeneration"] == body["metadata"]["generation"]
     assert body["status"]["checkpointPath"] == "checkpoints/EleutherAI/pythia-14m"
-    assert "CheckpointComplete" in k8s.event_reasons("pythia")
+    k8s.wait_events(["pythia"], {"CheckpointComplete"})
     # The token travelled only as a reference.
     everything = str(body) + str(job) + str(k8s.events("pythia"))
     assert "hf_secretvalue123" not in everything
@@ -50,7 +50,7 @@ def test_finetune_waits_for_its_model_then_succeeds(k8s, operator):
     assert k8s.get("Job", "ft-finetune") is None
 
     ready_model(k8s)
-    job = wait_for(lambda: k8s.get("Job", "ft-finetune"), 30, "the finetune Job")
+    job = wait_for(lambda: k8s.get("Job", "ft-finetune"), "the finetune Job", timeout_s=30)
     assert command(job) == [
         "litgpt", "finetune_lora", "EleutherAI/pythia-14m", "--checkpoint_root_dir", "/models/checkpoints",
         "--out_dir", "/output/finetunes/ft", "--data", "JSON", "--data.json_path", "/data/data.json",
@@ -69,8 +69,7 @@ def test_finetune_waits_for_its_model_then_succeeds(k8s, operator):
     # The GPU pod landed on the GPU node.
     (pod,) = k8s.list("Pod", {"batch.kubernetes.io/job-name": "ft-finetune"})
     assert pod["spec"]["nodeName"] == "sim-gpu-0"
-    reasons = k8s.event_reasons("ft")
-    assert {"ModelNotFound", "JobSucceeded"} <= reasons, reasons
+    k8s.wait_events(["ft"], {"ModelNotFound", "JobSucceeded"})
 
 
 def test_failed_pod_fails_the_parent_with_its_reason(k8s, operator):
@@ -80,8 +79,9 @@ def test_failed_pod_fails_the_parent_with_its_reason(k8s, operator):
     failed = condition(body, "Failed")
     assert failed["status"] == "True" and failed["reason"] == "NonZeroExitCode"
     assert "exited with code 3" in failed["message"] and "BackoffLimitExceeded" in failed["message"]
-    warnings = [e for e in k8s.events("ft") if e["type"] == "Warning"]
-    assert any(e["reason"] == "NonZeroExitCode" for e in warnings), warnings
+    # The Event follows the status write.
+    wait_for(lambda: [e for e in k8s.events("ft") if e["type"] == "Warning" and e["reason"] == "NonZeroExitCode"],
+             "a Warning event NonZeroExitCode on ft", timeout_s=30)
 
 
 def test_real_runtime_failure_reaches_the_status(k8s, operator):
@@ -108,14 +108,14 @@ def test_pretrain_multi_node_indexed_job(k8s, operator):
     k8s.apply({"apiVersion": API, "kind": "PretrainJob", "metadata": {"name": "pt"}, "spec": {
         "modelName": "pythia-14m", "tokenizerRef": {"name": "pythia"}, "nodes": 2, "gpusPerNode": 2,
         "data": {"file": {"claimName": "corpus", "path": "text"}}, "train": {"maxTokens": 4096}}})
-    job = wait_for(lambda: k8s.get("Job", "pt-pretrain"), 30, "the pretrain Job")
+    job = wait_for(lambda: k8s.get("Job", "pt-pretrain"), "the pretrain Job", timeout_s=30)
     assert job["spec"]["completionMode"] == "Indexed" and job["spec"]["completions"] == 2
     service = k8s.get("Service", "pt-pretrain")
     assert service["spec"]["clusterIP"] == "None"
     assert command(job)[:3] == ["litgpt", "pretrain", "pythia-14m"]
     assert "--train.max_tokens" in command(job) and command(job)[-4:] == ["--devices", "2", "--num_nodes", "2"]
     pods = wait_for(lambda: [p for p in k8s.list("Pod", {"batch.kubernetes.io/job-name": "pt-pretrain"})
-                             if p["spec"].get("nodeName")] or None, 30, "scheduled pretrain pods")
+                             if p["spec"].get("nodeName")] or None, "scheduled pretrain pods", timeout_s=30)
     indexes = sorted(p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] for p in pods)
     assert set(indexes) <= {"0", "1"}
     assert all(p["spec"]["subdomain"] == "pt-pretrain" and p["spec"]["hostname"].startswith("pt-pretrain-") for p in pods)
@@ -140,16 +140,19 @@ def test_model_server_becomes_ready_and_rolls_on_spec_change(k8s, operator):
 
     k8s.apply({"apiVersion": API, "kind": "ModelServer", "metadata": {"name": "chat"},
                "spec": {"modelRef": {"name": "pythia"}, "gpus": 0, "port": 8080, "maxNewTokens": 64}})
-    wait_for(lambda: "--max_new_tokens" in command(k8s.get("Deployment", "chat")), 30, "the rolled Deployment")
+    wait_for(lambda: "--max_new_tokens" in command(k8s.get("Deployment", "chat")), "the rolled Deployment", timeout_s=30)
     rolled = wait_for(lambda: (lambda b: b if b["status"]["phase"] == "Ready"
                                and b["status"]["observedGeneration"] == b["metadata"]["generation"] else None)(
-        k8s.get("ModelServer", "chat")), 60, "the server Ready on generation 2")
+        k8s.get("ModelServer", "chat")), "the server Ready on generation 2", timeout_s=60)
     assert rolled["metadata"]["generation"] == 2
     assert len(k8s.list("Deployment")) == 1
 
 
 def test_full_flow_example(k8s, operator):
-    """examples/full-flow.yaml: model -> LoRA finetune on inline data -> server of the result."""
+    """examples/full-flow.yaml: model -> LoRA finetune on inline data -> server of the result, in a
+    namespace enforcing the "restricted" Pod Security Standard (the API server refuses any of our
+    pods that would run as root, escalate, keep capabilities or lack a seccomp profile)."""
+    k8s.kube.kubectl("label", "namespace", k8s.namespace, "pod-security.kubernetes.io/enforce=restricted")
     k8s.apply((REPO_ROOT / "examples" / "full-flow.yaml").read_text())
     k8s.wait_phase("LitGPTModel", "flow-model", "Ready")
     k8s.wait_phase("FinetuneJob", "flow-finetune", "Succeeded")
@@ -178,4 +181,20 @@ def test_full_flow_under_the_generated_rbac_role(k8s, tmp_path):
         process.terminate()
         process.wait(timeout=30)
     assert "Forbidden" not in log.read_text() and "forbidden" not in log.read_text(), log.read_text()[-4000:]
-    assert {"CheckpointComplete", "JobSucceeded"} <= k8s.event_reasons("flow-model") | k8s.event_reasons("flow-finetune")
+    k8s.wait_events(["flow-model", "flow-finetune"], {"CheckpointComplete", "JobSucceeded"})
+
+
+def test_model_server_autoscaling_adds_and_removes_the_hpa(k8s, operator):
+    ready_model(k8s)
+    server = {"apiVersion": API, "kind": "ModelServer", "metadata": {"name": "chat"},
+              "spec": {"modelRef": {"name": "pythia"}, "gpus": 0, "autoscaling": {"minReplicas": 1, "maxReplicas": 3}}}
+    k8s.apply(server)
+    hpa = wait_for(lambda: k8s.get("HorizontalPodAutoscaler", "chat"), "the HPA", timeout_s=30)
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "chat"}
+    assert hpa["spec"]["maxReplicas"] == 3 and hpa["metadata"]["ownerReferences"][0]["kind"] == "ModelServer"
+    k8s.wait_phase("ModelServer", "chat", "Ready")
+    server["spec"] = {"modelRef": {"name": "pythia"}, "gpus": 0, "replicas": 2}
+    k8s.apply(server)
+    wait_for(lambda: k8s.get("HorizontalPodAutoscaler", "chat") is None, "the HPA to be removed", timeout_s=30)
+    wait_for(lambda: (k8s.get("ModelServer", "chat")["status"].get("availableReplicas") == 2), "2 available replicas",
+             timeout_s=60)

@@ -75,6 +75,8 @@ def test_job_state_phases_and_failure_reason():
     assert observe.job_state(job(), []).phase == "Pending"
     assert observe.job_state(job(active=1), [pod()]).phase == "Running"
     assert observe.job_state(job([("Complete", "", "")]), []).phase == "Succeeded"
+    # a pod done before the Job is marked Complete: still Running, not back to Pending
+    assert observe.job_state(job(), [pod(phase="Succeeded", statuses=[terminated(0, "Completed")])]).phase == "Running"
     failed_pod = pod(phase="Failed", statuses=[terminated(1, message="Traceback ...")])
     state = observe.job_state(job([("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit")]),
                               [failed_pod], log_tail="loss=nan\nhf_abcdefghijklmnop leaked")

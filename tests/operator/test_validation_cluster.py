@@ -46,12 +46,15 @@ def rejected(k8s, obj: dict) -> str:
     (with_spec(FINETUNE, method="full", lora={"r": 4}), "lora settings apply only to method lora"),
     (with_spec(PRETRAIN, fromScratch=False),
      "fromScratch is false: set initialCheckpoint to the LitGPTModel to continue from"),
+    ({**PRETRAIN, "spec": {k: v for k, v in PRETRAIN["spec"].items() if k != "tokenizerRef"}},
+     "fromScratch is true: set tokenizerRef"),
+    (with_spec(PRETRAIN, modelConfig={"n_layer": 2}), "set modelName or modelConfig, not both"),
     (with_spec(SERVER, finetuneRef={"name": "f"}), "set exactly one of modelRef or finetuneRef"),
     ({**SERVER, "spec": {"replicas": 1}}, "set exactly one of modelRef or finetuneRef"),
     (with_spec(MODEL, repoId="not-a-repo-id"), "spec.repoId: Invalid value"),
     (with_spec(FINETUNE, data={"file": {"claimName": "d", "path": "../../etc/passwd"}}), "spec.data.file.path"),
 ], ids=["unknown-method", "negative-batch", "batch-multiple", "two-data-sources", "lora-on-full",
-        "no-initial-checkpoint", "both-refs", "neither-ref", "bad-repo-id", "path-escape"])
+        "no-initial-checkpoint", "scratch-without-tokenizer", "name-and-config", "both-refs", "neither-ref", "bad-repo-id", "path-escape"])
 def test_invalid_objects_are_rejected_with_a_readable_message(k8s, obj, expected):
     message = rejected(k8s, obj)
     assert expected in message, message

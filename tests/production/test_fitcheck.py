@@ -58,3 +58,18 @@ def test_fit_check_needs_no_torch_in_the_operator():
             "c = fitcheck.resources_fit(body, 'meta-llama/Llama-3.1-8B', s.method, s, s.lora)\n"
             "assert c.status == 'False', c\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_pretrain_from_an_inline_config_is_checked_as_full_training():
+    from litgpt_operator.api import PRETRAIN_JOB
+
+    body = {"metadata": {"annotations": {fitcheck.GPU_MEMORY_ANNOTATION: "24"}},
+            "spec": {"modelConfig": {"n_layer": 32, "n_embd": 4096, "n_head": 32, "vocab_size": 128256,
+                                     "intermediate_size": 14336, "mlp_class_name": "LLaMAMLP",
+                                     "norm_class_name": "RMSNorm"},
+                     "data": {"file": {"claimName": "corpus", "path": "text"}}, "gpusPerNode": 1}}
+    spec = PRETRAIN_JOB.parse_spec(body)
+    cond = fitcheck.resources_fit(body, spec.model_config_, "full", spec)
+    assert cond.status == "False" and "full at bf16-mixed" in cond.message
+    bad = fitcheck.resources_fit(body, {"n_layer": "many"}, "full", spec)
+    assert bad.status == "Unknown"

@@ -118,3 +118,58 @@ def test_gemma3_multimodal_checkpoint_converts_its_language_model(tmp_path):
     model = load_model(tmp_path / "ours")
     with torch.no_grad():
         torch.testing.assert_close(model(_idx()), hf(input_ids=_idx()).logits, atol=1e-4, rtol=0)
+
+
+@pytest.mark.slow
+def test_conversion_memory_stays_below_two_copies(tmp_path):
+    """Peak memory of converting a ~300 MB two-shard checkpoint, measured in a fresh process:
+    holding the converted model while the source is mapped would need about twice the size."""
+    import subprocess
+    import sys
+
+    from safetensors.torch import save_file
+
+    layers, n, inter, vocab = 8, 768, 2048, 16000
+    config = dict(architectures=["LlamaForCausalLM"], model_type="llama", hidden_size=n, intermediate_size=inter,
+                  num_hidden_layers=layers, num_attention_heads=12, num_key_value_heads=4, vocab_size=vocab,
+                  max_position_embeddings=512, rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=False)
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    (hf / "config.json").write_text(json.dumps(config))
+    weight_map, total = {}, 0
+    for shard, layer_ids in enumerate((range(0, layers // 2), range(layers // 2, layers))):
+        name = f"model-0000{shard + 1}-of-00002.safetensors"
+        tensors = {}
+        if shard == 0:
+            tensors["model.embed_tokens.weight"] = torch.randn(vocab, n)
+        else:
+            tensors["model.norm.weight"] = torch.ones(n)
+            tensors["lm_head.weight"] = torch.randn(vocab, n)
+        for i in layer_ids:
+            p = f"model.layers.{i}."
+            tensors[p + "input_layernorm.weight"] = torch.ones(n)
+            tensors[p + "post_attention_layernorm.weight"] = torch.ones(n)
+            for proj, rows in (("q", n), ("k", n // 3), ("v", n // 3), ("o", n)):
+                tensors[f"{p}self_attn.{proj}_proj.weight"] = torch.randn(rows, n)
+            for proj, shape in (("gate", (inter, n)), ("up", (inter, n)), ("down", (n, inter))):
+                tensors[f"{p}mlp.{proj}_proj.weight"] = torch.randn(shape)
+        save_file(tensors, hf / name)
+        total += sum(t.numel() * 4 for t in tensors.values())
+        weight_map.update(dict.fromkeys(tensors, name))
+        del tensors
+    (hf / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+
+    code = (
+        "import resource, sys, torch\n"
+        "from litgpt.convert.hf_to_litgpt import convert_hf_checkpoint\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "convert_hf_checkpoint(sys.argv[1], sys.argv[2])\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(hf), str(tmp_path / "ours")], capture_output=True,
+                         text=True, check=True)
+    grown = int(out.stdout.strip().splitlines()[-1])
+    print(f"converted {total / 1e6:.0f} MB, peak RSS grew {grown / 1e6:.0f} MB")
+    assert total > 250e6
+    assert grown < 1.5 * total, f"conversion grew memory by {grown / 1e6:.0f} MB for {total / 1e6:.0f} MB of weights"
+    assert (tmp_path / "ours" / WEIGHTS_FILE).stat().st_size > total

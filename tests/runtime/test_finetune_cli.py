@@ -91,7 +91,8 @@ def test_sigterm_saves_a_checkpoint_and_resume_auto_continues(litgpt, base_dir, 
 
     data = write_records(tmp_path / "train.json", RECORDS)
     out = tmp_path / "out"
-    args = [str(base_dir), "--data.json_path", str(data), "--out_dir", str(out), "--train.save_interval", "1000", *COMMON]
+    args = [str(base_dir), "--data.json_path", str(data), "--out_dir", str(out), "--train.save_interval", "1000",
+            "--adapter_start_layer", "0", *COMMON]
     proc = subprocess.Popen([*litgpt_command(), "finetune_adapter", *args, "--train.max_steps", "500"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=clean_env(tmp_path / "hf"))
     for line in proc.stdout:

@@ -203,3 +203,30 @@ def test_target_only_loss_equals_full_loss_and_gradients():
     for n, p in model.named_parameters():
         torch.testing.assert_close(p.grad, grads[n], rtol=1e-4, atol=1e-6)
     assert model(batch["input_ids"]).shape[:2] == batch["input_ids"].shape  # hook idle outside the loss
+
+
+def test_num_nodes_from_the_torch_distributed_environment(monkeypatch):
+    from litgpt.train.launch import resolve_num_nodes
+
+    for key in ("WORLD_SIZE", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(key, raising=False)
+    assert resolve_num_nodes(2, None) == 1
+    assert resolve_num_nodes(2, 3) == 3
+    monkeypatch.setenv("WORLD_SIZE", "8")  # e.g. a Kubernetes Indexed Job of 4 pods x 2 devices
+    assert resolve_num_nodes(2, None) == 4
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # torchrun sets this
+    assert resolve_num_nodes("auto", None) == 2
+    with pytest.raises(UserError, match="num_nodes"):
+        resolve_num_nodes(1, 0)
+
+
+def test_precision_checks():
+    from litgpt.train.launch import check_precision
+
+    assert check_precision("32") == "32-true"
+    with pytest.raises(UserError, match="not supported"):
+        check_precision("fp8")
+    if not torch.cuda.is_available():
+        assert check_precision(None) == "32-true"
+        with pytest.raises(UserError, match="needs a CUDA GPU"):
+            check_precision("16-mixed")

@@ -17,10 +17,8 @@ clash. Each component runs in its own process group with a pid file in the state
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
-import re
 import shutil
 import socket
 import ssl
@@ -33,72 +31,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.support import certs, processes
+from tests.support.binaries import (  # noqa: F401 - part of this module's API
+    INSTALL_HINT,
+    BinariesMissing,
+    ControlPlaneError,
+    bin_dir,
+    binary,
+    cache_root,
+    installed_bin_dir,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-BUILD_DIR = REPO_ROOT / "hack" / "control-plane"
-BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "helm")
 SERVICE_CIDR = "10.0.0.0/24"
-INSTALL_HINT = "run hack/control-plane.sh install"
 
 # Stop order: clients of the apiserver first, etcd last, so nothing logs connection errors
 # (and nothing writes half a change) while the store goes away.
 _STOP_ORDER = ("node-agent", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd")
 
 # The default nodes: simulated plain and GPU nodes (the operator schedules on both kinds), and
-# one exec node that really runs commands, tainted so only pods tolerating it land there.
+# one exec node that really runs commands, tainted so only pods tolerating it land there. It
+# advertises GPUs too, so a pod that requests one can still run for real (on the CPU).
 DEFAULT_NODES = (
     "sim-cpu-0:cpu=8,memory=32Gi,pods=110",
     "sim-gpu-0:cpu=16,memory=64Gi,pods=110,nvidia.com/gpu=4",
-    "exec-0:cpu=4,memory=16Gi,pods=20,mode=exec",
+    "exec-0:cpu=16,memory=64Gi,pods=50,nvidia.com/gpu=2,mode=exec",
 )
-
-
-class ControlPlaneError(RuntimeError):
-    """The control plane could not be installed, started or reached; the message says why."""
-
-
-class BinariesMissing(ControlPlaneError):
-    pass
-
-
-# --- where the binaries live -----------------------------------------------------------------
-
-def cache_root() -> Path:
-    return Path(os.environ.get("LITGPT_CACHE") or Path.home() / ".cache" / "litgpt-operator")
-
-
-def binary_version() -> str:
-    """`<kubernetes version>-<hash of the pins and the build script>`: a new pin, a new folder."""
-    go_mod = (BUILD_DIR / "go.mod").read_text()
-    match = re.search(r"^\s*k8s\.io/kubernetes (v\S+)", go_mod, re.M)
-    if match is None:
-        raise ControlPlaneError(f"{BUILD_DIR / 'go.mod'} does not pin k8s.io/kubernetes")
-    digest = hashlib.sha256()
-    for name in ("go.mod", "go.sum", "build.sh"):
-        digest.update((BUILD_DIR / name).read_bytes())
-    return f"{match.group(1)}-{digest.hexdigest()[:10]}"
-
-
-def bin_dir() -> Path:
-    """Where `install` puts the binaries (`LITGPT_CONTROL_PLANE_BIN` overrides)."""
-    override = os.environ.get("LITGPT_CONTROL_PLANE_BIN")
-    return Path(override) if override else cache_root() / "bin" / binary_version()
-
-
-def installed_bin_dir() -> Path:
-    """The binary folder, or BinariesMissing with the command that fixes it."""
-    where = bin_dir()
-    missing = [name for name in BINARIES if not os.access(where / name, os.X_OK)]
-    if missing:
-        raise BinariesMissing(
-            f"Kubernetes binaries not found in {where} (missing: {', '.join(missing)}): {INSTALL_HINT}"
-        )
-    return where
-
-
-def binary(name: str) -> Path:
-    """Path of one installed binary, e.g. `binary("helm")`."""
-    return installed_bin_dir() / name
 
 
 # --- the control plane -----------------------------------------------------------------------

@@ -27,20 +27,25 @@ class PretrainJobSpec(TrainingSpec):
         "json_schema_extra": {
             "x-kubernetes-validations": [
                 cel(
-                    "has(self.modelName) != has(self.modelConfig)",
-                    "set exactly one of modelName or modelConfig.",
+                    "!(has(self.modelName) && has(self.modelConfig))",
+                    "set modelName or modelConfig, not both.",
+                ),
+                cel(
+                    "!self.fromScratch || has(self.modelName) || has(self.modelConfig)",
+                    "fromScratch is true: set modelName or modelConfig (the architecture to initialise).",
+                    field_path=".modelName",
+                    reason="FieldValueRequired",
+                ),
+                cel(
+                    "!self.fromScratch || has(self.tokenizerRef)",
+                    "fromScratch is true: set tokenizerRef (the LitGPTModel whose tokenizer to use).",
+                    field_path=".tokenizerRef",
+                    reason="FieldValueRequired",
                 ),
                 cel(
                     "self.fromScratch || has(self.initialCheckpoint)",
                     "fromScratch is false: set initialCheckpoint to the LitGPTModel to continue from.",
                     field_path=".initialCheckpoint",
-                    reason="FieldValueRequired",
-                ),
-                cel(
-                    "has(self.output.claimName) || has(self.initialCheckpoint) || has(self.tokenizerRef)",
-                    "set output.claimName: with neither initialCheckpoint nor tokenizerRef there is no model "
-                    "cache claim to write to.",
-                    field_path=".output.claimName",
                     reason="FieldValueRequired",
                 ),
                 cel(
@@ -54,7 +59,8 @@ class PretrainJobSpec(TrainingSpec):
 
     model_name: Optional[str] = Field(
         None,
-        description="Model architecture by name or Hugging Face repo id (the runtime's config registry).",
+        description="Model architecture by name or Hugging Face repo id (the runtime's config registry); "
+        "when continuing (fromScratch false) the initial checkpoint's architecture if omitted.",
         min_length=1,
         max_length=200,
     )
@@ -72,7 +78,8 @@ class PretrainJobSpec(TrainingSpec):
     )
     tokenizer_ref: Optional[LocalObjectReference] = Field(
         None,
-        description="LitGPTModel whose tokenizer is used; the initialCheckpoint's when omitted.",
+        description="LitGPTModel whose tokenizer is used (required from scratch); the initialCheckpoint's when "
+        "omitted.",
     )
     data: TextData = Field(description="The training data.")
     train: TrainingArgs = Field(

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from litgpt_operator.builders import common as c
+from litgpt_operator.builders.sources import OutputLocation
 from litgpt_operator.settings import Settings
 
 COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
@@ -56,7 +57,8 @@ def build_headless_service(parent: c.Parent, job_name: str, component: str, spec
 
 
 def training_job(
-    parent: c.Parent, job_name: str, component: str, parts: c.PodParts, spec, settings: Settings
+    parent: c.Parent, job_name: str, component: str, parts: c.PodParts, spec, settings: Settings,
+    output: OutputLocation,
 ) -> dict[str, Any]:
     multi_node = spec.nodes > 1
     if multi_node:
@@ -64,7 +66,7 @@ def training_job(
         parts.subdomain = headless_service_name(job_name)
         parts.ports = [{"name": "rendezvous", "containerPort": spec.master_port}]
     template = c.pod_template(parent, component, parts, spec, settings)
-    return c.job(
+    job = c.job(
         parent,
         job_name,
         component,
@@ -73,6 +75,10 @@ def training_job(
         spec.active_deadline_seconds,
         indexed_completions=spec.nodes if multi_node else None,
     )
+    # Where the result goes, on the Job itself: the parent's status is derived from the live Job
+    # and never has to remember what was decided when the Job was created.
+    job["metadata"]["annotations"].update(output.annotations())
+    return job
 
 
 def training_children(parent: c.Parent, job: dict[str, Any], component: str, spec) -> list[dict[str, Any]]:

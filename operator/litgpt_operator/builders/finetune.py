@@ -95,7 +95,7 @@ def build_finetune_job(
         resources=c.resources(spec.resources, settings, spec.gpus_per_node),
         shared_memory=True,
     )
-    return training_job(parent, job_name(parent), COMPONENT, parts, spec, settings)
+    return training_job(parent, job_name(parent), COMPONENT, parts, spec, settings, output)
 
 
 def build_finetune_children(

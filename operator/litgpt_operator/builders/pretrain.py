@@ -44,7 +44,7 @@ class PretrainSources:
 
 
 def output_of(parent: c.Parent, spec: PretrainJobSpec, sources: PretrainSources) -> OutputLocation:
-    # The schema guarantees output.claimName or a referenced model (whose claim is the default).
+    # The schema guarantees a referenced model (tokenizer or initial checkpoint): its claim is the default.
     return output_location("pretrains", parent.name, spec.output, sources.cache_claim or "")
 
 
@@ -85,8 +85,9 @@ def pretrain_command(
     command = ["litgpt", "pretrain"]
     if spec.model_name:
         command.append(spec.model_name)
-    else:
+    elif spec.model_config_ is not None:
         command += ["--model_config", f"{c.CONFIG_MOUNT}/{MODEL_CONFIG_FILE}"]
+    # neither: continued pretraining takes the initial checkpoint's own architecture
     command += ["--out_dir", output_of(parent, spec, sources).mounted_dir]
     if initial_dir:
         command += ["--initial_checkpoint_dir", initial_dir]
@@ -125,5 +126,5 @@ def build_pretrain_children(
         resources=c.resources(spec.resources, settings, spec.gpus_per_node),
         shared_memory=True,
     )
-    job = training_job(parent, job_name(parent), COMPONENT, parts, spec, settings)
+    job = training_job(parent, job_name(parent), COMPONENT, parts, spec, settings, output)
     return ([configmap] if configmap else []) + training_children(parent, job, COMPONENT, spec)

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 from litgpt_operator.api import LITGPT_MODEL
 from litgpt_operator.builders.common import CHECKPOINT_ROOT, OUTPUT_MOUNT
+
+OUTPUT_CLAIM_ANNOTATION = "litgpt.dev/output-claim"
+OUTPUT_PATH_ANNOTATION = "litgpt.dev/output-path"
 
 
 def checkpoint_path(repo_id: str) -> str:
@@ -42,6 +46,14 @@ class OutputLocation:
     @property
     def mounted_dir(self) -> str:
         return f"{OUTPUT_MOUNT}/{self.path}"
+
+    def annotations(self) -> dict[str, str]:
+        return {OUTPUT_CLAIM_ANNOTATION: self.claim_name, OUTPUT_PATH_ANNOTATION: self.path}
+
+    @classmethod
+    def from_annotations(cls, annotations: dict[str, str]) -> Optional["OutputLocation"]:
+        claim, path = annotations.get(OUTPUT_CLAIM_ANNOTATION), annotations.get(OUTPUT_PATH_ANNOTATION)
+        return cls(claim, path) if claim and path else None
 
 
 def output_location(kind_folder: str, parent_name: str, output, default_claim: str) -> OutputLocation:

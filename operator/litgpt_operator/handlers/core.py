@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import defaultdict
+import weakref
 from typing import Callable, Optional
 
 from kubernetes.client.rest import ApiException
@@ -29,7 +29,9 @@ log = logging.getLogger(__name__)
 Reconciler = Callable[[dict, Settings, bool], status.Observed]
 RECONCILERS: dict[str, Reconciler] = {}
 
-_locks: defaultdict[tuple[str, str, str], threading.Lock] = defaultdict(threading.Lock)
+# One lock per object being reconciled; weak, so objects long gone do not keep theirs (a lock in
+# use is referenced by the thread holding it).
+_locks: "weakref.WeakValueDictionary[tuple[str, str, str], threading.Lock]" = weakref.WeakValueDictionary()
 _locks_guard = threading.Lock()
 _CONFLICT_RETRIES = 5
 
@@ -44,7 +46,10 @@ def reconciler(kind: KindInfo) -> Callable[[Reconciler], Reconciler]:
 
 def _lock(kind: str, namespace: str, name: str) -> threading.Lock:
     with _locks_guard:
-        return _locks[(kind, namespace, name)]
+        lock = _locks.get((kind, namespace, name))
+        if lock is None:
+            lock = _locks[(kind, namespace, name)] = threading.Lock()
+        return lock
 
 
 def refresh(kind: KindInfo, namespace: str, name: str, apply_children: bool = False) -> Optional[status.Observed]:

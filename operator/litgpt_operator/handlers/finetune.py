@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from litgpt_operator.api import FINETUNE_JOB
 from litgpt_operator.builders.common import Parent
-from litgpt_operator.builders.finetune import build_finetune_children, job_name, output_of
+from litgpt_operator.builders.finetune import build_finetune_children, job_name
 from litgpt_operator.builders.sources import ModelCheckpoint
 from litgpt_operator.handlers.core import reconciler
 from litgpt_operator.handlers.jobs import (
     job_conditions,
     model_dependency,
+    output_fields,
     read_job,
     spec_change_condition,
     start_job,
@@ -23,9 +24,7 @@ def reconcile_finetune(body: dict, settings: Settings, apply_children: bool) -> 
     parent = Parent.from_body(body)
     spec = FINETUNE_JOB.parse_spec(body)
     name = job_name(parent)
-    previous = body.get("status") or {}
-    fields = {"jobName": name, "outputClaimName": previous.get("outputClaimName"),
-              "outputPath": previous.get("outputPath")}
+    fields: dict = {"jobName": name}
     job, state = read_job(parent.namespace, name, settings)
     if job is None:
         model = model_dependency(parent.namespace, spec.model_ref.name)
@@ -34,14 +33,12 @@ def reconcile_finetune(body: dict, settings: Settings, apply_children: bool) -> 
             waiting = Cond.of("Succeeded", False, "WaitingForModel", model.message)
             return Observed("Waiting", [model_ready, waiting], fields, waiting_for=model.message)
         checkpoint = ModelCheckpoint.from_body(model.body)
-        output = output_of(parent, spec, checkpoint)
-        fields.update(outputClaimName=output.claim_name, outputPath=output.path)
         job, state = start_job(parent.namespace, build_finetune_children(parent, spec, checkpoint, settings), settings)
     else:
         model_ready = Cond.of("ModelReady", True, "ModelReady", f"LitGPTModel {spec.model_ref.name} was Ready "
                                                                 f"when Job {name} was created.")
     outcome = job_conditions(state)
-    fields.update(startTime=state.start_time, completionTime=state.completion_time)
+    fields.update(output_fields(job), startTime=state.start_time, completionTime=state.completion_time)
     spec_change = spec_change_condition("FinetuneJob", parent.generation, job, state)
     conditions = [model_ready, *outcome.conditions] + ([spec_change] if spec_change else [])
     return Observed(outcome.phase, conditions, fields)

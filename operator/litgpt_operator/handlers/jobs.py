@@ -7,6 +7,7 @@ from typing import Optional
 
 from litgpt_operator import kube, observe
 from litgpt_operator.builders.common import CONTAINER, GENERATION_ANNOTATION
+from litgpt_operator.builders.sources import OutputLocation
 from litgpt_operator.settings import Settings
 from litgpt_operator.status import Cond
 
@@ -99,3 +100,9 @@ def model_dependency(namespace: str, name: str) -> Dependency:
     if phase != "Ready":
         return Dependency(False, "ModelNotReady", f"Waiting for LitGPTModel {name} to be Ready (it is {phase or 'Pending'}).", body)
     return Dependency(True, "ModelReady", f"LitGPTModel {name} is Ready.", body)
+
+
+def output_fields(job: dict) -> dict[str, Optional[str]]:
+    """outputClaimName/outputPath of a training kind's status, read from its Job."""
+    output = OutputLocation.from_annotations(job["metadata"].get("annotations") or {})
+    return {"outputClaimName": output.claim_name if output else None, "outputPath": output.path if output else None}

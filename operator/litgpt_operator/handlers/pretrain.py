@@ -5,12 +5,13 @@ from __future__ import annotations
 from litgpt_operator.api import PRETRAIN_JOB
 from litgpt_operator.builders.common import Parent
 from litgpt_operator.builders.distributed import headless_service_name
-from litgpt_operator.builders.pretrain import PretrainSources, build_pretrain_children, job_name, output_of
+from litgpt_operator.builders.pretrain import PretrainSources, build_pretrain_children, job_name
 from litgpt_operator.builders.sources import ModelCheckpoint
 from litgpt_operator.handlers.core import reconciler
 from litgpt_operator.handlers.jobs import (
     job_conditions,
     model_dependency,
+    output_fields,
     read_job,
     spec_change_condition,
     start_job,
@@ -24,10 +25,7 @@ def reconcile_pretrain(body: dict, settings: Settings, apply_children: bool) -> 
     parent = Parent.from_body(body)
     spec = PRETRAIN_JOB.parse_spec(body)
     name = job_name(parent)
-    previous = body.get("status") or {}
-    fields = {"jobName": name, "outputClaimName": previous.get("outputClaimName"),
-              "outputPath": previous.get("outputPath"),
-              "serviceName": headless_service_name(name) if spec.nodes > 1 else None}
+    fields = {"jobName": name, "serviceName": headless_service_name(name) if spec.nodes > 1 else None}
     job, state = read_job(parent.namespace, name, settings)
     conditions: list[Cond] = []
     if job is None:
@@ -43,14 +41,12 @@ def reconcile_pretrain(body: dict, settings: Settings, apply_children: bool) -> 
                 return Observed("Waiting", waiting, fields, waiting_for=model.message)
             resolved[role] = ModelCheckpoint.from_body(model.body)
         sources = PretrainSources(**resolved)
-        output = output_of(parent, spec, sources)
-        fields.update(outputClaimName=output.claim_name, outputPath=output.path)
         job, state = start_job(parent.namespace, build_pretrain_children(parent, spec, sources, settings), settings)
     if spec.initial_checkpoint or spec.tokenizer_ref:
         conditions.append(Cond.of("ModelReady", True, "ModelReady", "The referenced LitGPTModels were Ready "
                                                                    f"when Job {name} was created."))
     outcome = job_conditions(state)
-    fields.update(startTime=state.start_time, completionTime=state.completion_time)
+    fields.update(output_fields(job), startTime=state.start_time, completionTime=state.completion_time)
     spec_change = spec_change_condition("PretrainJob", parent.generation, job, state)
     conditions += outcome.conditions + ([spec_change] if spec_change else [])
     return Observed(outcome.phase, conditions, fields)

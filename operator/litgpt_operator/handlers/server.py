@@ -40,6 +40,8 @@ def resolve_source(namespace: str, spec) -> tuple[Dependency, Optional[ServeSour
     model = model_dependency(namespace, FINETUNE_JOB.parse_spec(finetune).model_ref.name)
     if model.body is None:
         return model, None
+    if not (status.get("outputClaimName") and status.get("outputPath")):
+        return Dependency(False, "FinetuneOutputUnknown", f"FinetuneJob {name} reports no output location yet."), None
     output = OutputLocation(status["outputClaimName"], status["outputPath"])
     ready = Dependency(True, "FinetuneSucceeded", f"FinetuneJob {name} succeeded.", finetune)
     return ready, ServeSource(ModelCheckpoint.from_body(model.body), output)

@@ -400,8 +400,9 @@ def _steps(fabric, model, optimizer, train_source, val_source, train, eval, out_
 
         if val_source is not None and state.step % eval.interval == 0 and not limits.reached(state):
             state.val_loss = validate(fabric, model, val_source, eval.max_iters, loss_fn)
-            fabric.log_dict({"val_loss": state.val_loss}, step=state.step)
-            fabric.print(f"step {state.step} | val loss {state.val_loss:.4f}")
+            if state.val_loss is not None:
+                fabric.log_dict({"val_loss": state.val_loss}, step=state.step)
+                fabric.print(f"step {state.step} | val loss {state.val_loss:.4f}")
         if train.save_interval is not None and state.step % train.save_interval == 0:
             path = save_training_state(fabric, out_dir, model, optimizer, state, trainable_only_checkpoints, checkpoint_files)
             saved_at = state.step

@@ -7,14 +7,16 @@ What a container sees, and how it differs from a real one:
 - env: `env` (values, Secret/ConfigMap keys, pod fields) and `envFrom`, plus
   KUBERNETES_SERVICE_HOST/PORT pointing at the local apiserver; nothing else of the agent's
   environment except PATH, HOME, LANG and TMPDIR.
-- volumes become local folders under the agent's work dir: emptyDir per pod, a PVC per
-  namespace/claim (so data outlives the pod, as on a real volume), hostPath as is, and
+- volumes become local folders: emptyDir per pod under the agent's work dir, a PVC as the
+  hostPath of its bound PersistentVolume (so data outlives the pod, as on a real volume; our
+  provisioner's are `<work>/pvc/<ns>/<claim>`), hostPath as is, and
   configMap/secret/downwardAPI/projected files written at start. There is no mount namespace,
   so every occurrence of a mount path in argv, env values and workingDir is rewritten to its
   folder (`/data/out` → `<work>/pvc/ns/claim/out`).
-- a pod with a service-account token volume also gets KUBECONFIG for that token (clients that
-  look for the in-cluster token file at its absolute path find it there instead), so what the
-  process may do is exactly what the pod's RBAC allows.
+- a pod with a service-account token volume also gets KUBECONFIG holding that token: the
+  in-cluster token path does not exist on this machine, so clients (kubernetes, kopf) fall back
+  to KUBECONFIG, and what the process may do is exactly what the pod's RBAC allows. The token is
+  not refreshed (valid ~1 h, plenty for a test).
 - stdout+stderr go to `<work>/pods/<ns>_<pod>_<uid8>/logs/<container>.log`.
 """
 
@@ -168,7 +170,7 @@ class ProcessRuntime:
             if "emptyDir" in volume:
                 folder.mkdir(parents=True, exist_ok=True)
             elif "persistentVolumeClaim" in volume:
-                folder = claim_folder(self.work_dir, namespace, volume["persistentVolumeClaim"]["claimName"])
+                folder = self._claim_path(namespace, volume["persistentVolumeClaim"]["claimName"])
                 folder.mkdir(parents=True, exist_ok=True)
             elif "hostPath" in volume:
                 folder = Path(volume["hostPath"]["path"])
@@ -184,6 +186,21 @@ class ProcessRuntime:
             volumes[name] = folder
         self._volumes[run.uid] = volumes
         return volumes
+
+    def _claim_path(self, namespace: str, claim: str) -> Path:
+        """The folder of the claim's bound hostPath volume (ours or one a test made), so the data
+        lives where the PersistentVolume says; our provisioner's folder otherwise."""
+        try:
+            volume_name = self.core.read_namespaced_persistent_volume_claim(claim, namespace).spec.volume_name
+            if volume_name:
+                host_path = self.core.read_persistent_volume(volume_name).spec.host_path
+                if host_path is not None:
+                    return Path(host_path.path)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            raise StartError(_CONFIG_ERROR, f'persistentvolumeclaim "{claim}" not found') from error
+        return claim_folder(self.work_dir, namespace, claim)
 
     def _key_files(self, namespace: str, source: dict) -> dict[str, bytes]:
         if "configMap" in source:
@@ -299,7 +316,8 @@ class ProcessRuntime:
         config = {
             "apiVersion": "v1", "kind": "Config", "current-context": "pod",
             "clusters": [{"name": "local", "cluster": {"server": self.api_server, "certificate-authority": self.ca_file}}],
-            "users": [{"name": "pod", "user": {"tokenFile": str(sa_folder / "token")}}],
+            # The token inline, not `tokenFile`: some clients (kopf's own login) read only `token`.
+            "users": [{"name": "pod", "user": {"token": (sa_folder / "token").read_text().strip()}}],
             "contexts": [{"name": "pod", "context": {"cluster": "local", "user": "pod", "namespace": namespace}}],
         }
         path = self.pod_dir(pod) / "kubeconfig"

@@ -8,6 +8,7 @@ nothing about the API except what it needs to build a container's environment.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from typing import Protocol
 
@@ -114,6 +115,4 @@ def make_runtime(mode: str, **options) -> Runtime:
 def default_path() -> str:
     """PATH for exec'd containers: the Python environment running the agent first, so the
     project's console scripts (`litgpt`, `litgpt-operator`) resolve as they would in the image."""
-    import sys
-
     return os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "/usr/bin:/bin")])

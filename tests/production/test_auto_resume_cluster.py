@@ -1,0 +1,113 @@
+"""Auto-resume for real: a finetune Job (built by the operator's builders, made resumable by
+`litgpt_operator.resume`) runs `litgpt finetune_lora` on the exec node; its pod is evicted mid-
+training through the Eviction API; the Job controller, told by the podFailurePolicy to ignore the
+disruption, starts a new pod, which continues from the checkpoint the evicted one saved."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from production_support import SETTINGS, finetune_body
+
+from litgpt_operator import resume
+from litgpt_operator.api import FINETUNE_JOB
+from litgpt_operator.builders import common
+from litgpt_operator.builders.finetune import build_finetune_children
+from litgpt_operator.builders.sources import ModelCheckpoint
+
+pytestmark = pytest.mark.slow
+
+RUNTIME_TESTS = Path(__file__).resolve().parents[1] / "runtime"
+ON_EXEC_NODE = {
+    "nodeSelector": {"node.litgpt.dev/mode": "exec"},
+    "tolerations": [{"key": "node.litgpt.dev/exec", "operator": "Exists", "effect": "NoSchedule"}],
+}
+
+
+def wait_for(check, what: str, timeout: float = 120, interval: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while True:
+        last = check()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+        time.sleep(interval)
+
+
+def tiny_checkpoint(folder: Path) -> None:
+    if str(RUNTIME_TESTS) not in sys.path:
+        sys.path.insert(0, str(RUNTIME_TESTS))
+    from finetune_tiny import make_checkpoint
+
+    make_checkpoint(folder)
+
+
+def pod_log(kube, namespace: str, pod: str) -> str:
+    folders = (kube.control_plane.state_dir / "node-agent" / "pods").glob(f"{namespace}_{pod}_*/logs")
+    return "\n".join(p.read_text(errors="replace") for folder in folders for p in sorted(folder.glob("*")) if p.is_file())
+
+
+def job_pods(kube, namespace: str, job: str) -> list[dict]:
+    out = kube.kubectl("get", "pods", "-n", namespace, "-l", f"batch.kubernetes.io/job-name={job}", "-o", "json")
+    return sorted(json.loads(out)["items"], key=lambda p: p["metadata"]["creationTimestamp"])
+
+
+def test_evicted_training_pod_resumes_from_its_checkpoint(kube, namespace):
+    from kubernetes import client
+
+    # The model cache claim, bound to a local folder holding a tiny complete checkpoint.
+    volume = Path(f"/tmp/litgpt-test-volumes/{namespace}/cache")
+    tiny_checkpoint(volume / "checkpoints" / "tiny" / "llama")
+    kube.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"{namespace}-cache"},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce", "ReadWriteMany"],
+                 "persistentVolumeReclaimPolicy": "Delete", "hostPath": {"path": str(volume)},
+                 "claimRef": {"namespace": namespace, "name": "cache"}}}))
+    kube.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "cache"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}))
+
+    from finetune_tiny import RECORDS
+
+    body = finetune_body(namespace=namespace, gpusPerNode=0, **ON_EXEC_NODE,
+                         data={"inline": json.dumps(RECORDS), "valSplitFraction": 0.25},
+                         train={"maxSteps": 3000, "globalBatchSize": 1, "microBatchSize": 1})
+    model = ModelCheckpoint("tiny", "tiny/llama", "cache")
+    children = build_finetune_children(common.Parent.from_body(body), FINETUNE_JOB.parse_spec(body), model, SETTINGS)
+    for child in children:
+        child["metadata"].pop("ownerReferences", None)  # no parent object in this test
+        if child["kind"] == "Job":
+            child = resume.with_auto_resume(child)
+            job_name = child["metadata"]["name"]
+        kube.kubectl("create", "-f", "-", input=json.dumps(child))
+
+    # First attempt: wait until it trains, then evict it as a node drain would.
+    first = wait_for(lambda: next(iter(job_pods(kube, namespace, job_name)), None), "the first pod")["metadata"]["name"]
+    wait_for(lambda: "step " in pod_log(kube, namespace, first) and "/3000 | loss" in pod_log(kube, namespace, first),
+             f"training steps in the first pod's log:\n{pod_log(kube, namespace, first)[-2000:]}", timeout=180)
+    core = client.CoreV1Api(kube.api_client())
+    core.create_namespaced_pod_eviction(first, namespace, client.V1Eviction(
+        metadata=client.V1ObjectMeta(name=first, namespace=namespace)))
+
+    # Second attempt: a new pod, which resumes from the checkpoint saved on SIGTERM.
+    second = wait_for(lambda: next((p["metadata"]["name"] for p in job_pods(kube, namespace, job_name)
+                                    if p["metadata"]["name"] != first), None), "a replacement pod", timeout=120)
+    first_log = pod_log(kube, namespace, first)
+    assert "Stopped by SIGTERM" in first_log, first_log[-2000:]
+    resumed = wait_for(lambda: "Resuming from" in pod_log(kube, namespace, second) and pod_log(kube, namespace, second),
+                       "the second pod to resume", timeout=180)
+    from litgpt_operator import progress
+
+    step = progress.resumed_step(resumed)
+    assert step is not None and step > 0, resumed[-2000:]
+    evicted = next(p for p in job_pods(kube, namespace, job_name) if p["metadata"]["name"] == first)
+    assert any(c["type"] == "DisruptionTarget" and c["status"] == "True" for c in evicted["status"].get("conditions", []))
+    assert resume.attempts(job_pods(kube, namespace, job_name)) == 2
+    job = json.loads(kube.kubectl("get", "job", job_name, "-n", namespace, "-o", "json"))
+    assert not job["status"].get("failed"), "an ignored disruption must not count as a failure"
+    kube.kubectl("delete", "job", job_name, "-n", namespace, "--wait=false")
