@@ -45,6 +45,14 @@ MODELS = {
                     max_position_embeddings=8192, rms_norm_eps=1e-5, rope_theta=100000.0, tie_word_embeddings=True,
                     hidden_act="silu", bos_token_id=0, eos_token_id=0, torch_dtype="float32"),
     ),
+    "pythia-14m": dict(
+        org="EleutherAI",
+        config=dict(architectures=["GPTNeoXForCausalLM"], model_type="gpt_neox", vocab_size=50304, hidden_size=128,
+                    intermediate_size=512, num_hidden_layers=6, num_attention_heads=4, rotary_pct=0.25,
+                    rotary_emb_base=10000, max_position_embeddings=2048, layer_norm_eps=1e-5,
+                    use_parallel_residual=True, hidden_act="gelu", tie_word_embeddings=False, bos_token_id=0,
+                    eos_token_id=0, torch_dtype="float32"),
+    ),
     "pythia-70m": dict(
         org="EleutherAI",
         config=dict(architectures=["GPTNeoXForCausalLM"], model_type="gpt_neox", vocab_size=50304, hidden_size=512,

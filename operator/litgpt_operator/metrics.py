@@ -108,6 +108,16 @@ def serve(port: int, address: str = "0.0.0.0"):
     return start_http_server(port, addr=address, registry=REGISTRY)
 
 
+_served: dict[int, object] = {}
+
+
+def serve_once(port: int) -> None:
+    """`serve` at operator start-up; a second start-up in the same process (kopf restarted
+    in-process) keeps the first endpoint."""
+    if port not in _served:
+        _served[port] = serve(port)
+
+
 def reset() -> None:  # tests
     with _STATE.lock:
         _STATE.phases.clear()

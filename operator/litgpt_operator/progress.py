@@ -11,6 +11,7 @@ so coarse: about once a minute) and puts the newest figures into the parent's st
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Optional
 
@@ -25,8 +26,10 @@ def training_progress(log: Optional[str]) -> dict[str, Any]:
     for line in reversed((log or "").splitlines()):
         match = _STEP.match(line.strip())
         if match:
+            loss = float(match["loss"])
             out: dict[str, Any] = {"step": int(match["step"]),
-                                   "loss": float(match["loss"]),
+                                   # NaN/inf cannot travel in JSON (a diverged run still reports its step)
+                                   "loss": loss if math.isfinite(loss) else None,
                                    "tokensPerSecond": round(float(match["tps"].replace(",", "")))}
             if match["total"]:
                 out["totalSteps"] = int(match["total"])

@@ -51,9 +51,25 @@ def with_auto_resume(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def attempts(pods: list[dict]) -> int:
-    """How many times the work was started: pods per completion index, the most of any index."""
+    """Pods the Job has now, per completion index (the most of any index). Evicted pods are
+    deleted, so this undercounts; `track_attempts` keeps the count across them."""
     per_index: dict[str, int] = {}
     for pod in pods:
         index = ((pod.get("metadata") or {}).get("annotations") or {}).get(COMPLETION_INDEX_ANNOTATION, "0")
         per_index[index] = per_index.get(index, 0) + 1
     return max(per_index.values(), default=0)
+
+
+def track_attempts(previous_status: dict, pods: list[dict]) -> dict[str, Any]:
+    """`{attempts, currentPod}` for the parent's status: one more attempt each time the newest pod
+    of the Job (of index 0 for Indexed Jobs) is one the previous status had not seen."""
+    lead = [p for p in pods if ((p.get("metadata") or {}).get("annotations") or {})
+            .get(COMPLETION_INDEX_ANNOTATION, "0") == "0"]
+    if not lead:
+        return {"attempts": previous_status.get("attempts"), "currentPod": previous_status.get("currentPod")}
+    newest = max(lead, key=lambda p: (p["metadata"].get("creationTimestamp") or "", p["metadata"]["name"]))
+    name = newest["metadata"]["name"]
+    count = int(previous_status.get("attempts") or 0)
+    if name != previous_status.get("currentPod"):
+        count += 1
+    return {"attempts": max(count, attempts(pods)), "currentPod": name}

@@ -277,8 +277,10 @@ def fetch_hf_files(repo_id: str, hf_dir: Path, token: Optional[str], revision: O
     if "config.json" not in repo_files:
         raise UserError(f"{repo_id} has no config.json, so it is not a transformers model litgpt can load.")
     # Check the architecture before fetching gigabytes of weights.
-    hf_config = json.loads(fetch("config.json").read_text())
-    Config.from_hf_config(hf_config, repo_id=repo_id)
+    try:
+        Config.from_hf_config(json.loads(fetch("config.json").read_text()), repo_id=repo_id)
+    except (KeyError, ValueError, TypeError) as exc:  # UserError (unsupported family) passes through
+        raise UserError(f"The config.json of {repo_id} cannot be read as a supported model ({exc!r}).") from None
 
     weights = choose_weight_files(repo_files, lambda name: json.loads(fetch(name).read_text()))
     if not weights:

@@ -42,6 +42,16 @@ def sample(logits: "torch.Tensor", temperature: float = 0.0, top_k: Optional[int
     return torch.multinomial(probs, num_samples=1, generator=generator)[0]
 
 
+def _ensure_kv_cache(model, length: int, device) -> None:
+    """A batch-1 KV cache of at least `length` positions: the model's current one when it is big
+    enough (stale entries past the prompt are overwritten before attention reads them, since it
+    reads only positions < input_pos_maxp1), else a new one. Reusing it saves the allocation per
+    request and, under torch.compile, a recompilation per request (new cache modules fail guards)."""
+    cache = getattr(model.transformer.h[0].attn, "kv_cache", None)
+    if cache is None or cache.k.size(0) != 1 or cache.k.size(2) < length or cache.k.device != device:
+        model.set_kv_cache(batch_size=1, max_seq_length=length, device=device)
+
+
 def generate_tokens(model, prompt_ids: Sequence[int], max_new_tokens: int, temperature: float = 0.0,
                     top_k: Optional[int] = None, top_p: float = 1.0, stop_ids: Sequence[int] = (),
                     generator: Optional["torch.Generator"] = None,
@@ -68,7 +78,7 @@ def generate_tokens(model, prompt_ids: Sequence[int], max_new_tokens: int, tempe
     stop = set(int(s) for s in stop_ids)
 
     with torch.inference_mode():
-        model.set_kv_cache(batch_size=1, max_seq_length=total, device=device)
+        _ensure_kv_cache(model, total, device)
         idx = torch.tensor([list(prompt_ids)], dtype=torch.long, device=device)
         # input_pos_maxp1 saves a device sync per call; last_token_only skips the vocabulary
         # projection for all prompt positions but the last.

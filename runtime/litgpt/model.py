@@ -60,7 +60,7 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = x.dtype
         if dtype == torch.float32 and not self.unit_offset:
-            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)  # one fused kernel
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)  # fused where the backend can
         x = F.rms_norm(x.float(), self.weight.shape, None, self.eps)
         if self.unit_offset:
             # Gemma scales in float32 before the cast back
@@ -120,7 +120,8 @@ def build_rope_cache(
     device: Optional[torch.device] = None,
     context_length: Optional[int] = None,
 ) -> Rope:
-    """cos, sin of shape (seq_len, n_elem) in float32; halves repeated (rotate-half layout).
+    """cos, sin of shape (seq_len, n_elem) in float32; halves repeated (the rotate-half layout HF
+    checkpoints use: no weight permutation needed).
 
     context_length: the length LongRoPE picks its factor set by (default seq_len).
     """

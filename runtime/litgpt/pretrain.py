@@ -5,11 +5,15 @@
 (`litgpt.train.loop.fit`, shared with finetuning). `<out_dir>/final` is a complete checkpoint
 that generate, chat and serve accept.
 
-Multi-node: run one copy per node with the standard torch distributed environment --
-`MASTER_ADDR`, `MASTER_PORT`, `WORLD_SIZE` (processes in total) and `NODE_RANK` (or `RANK` /
-`JOB_COMPLETION_INDEX`, the index a Kubernetes Indexed Job gives each pod, with one process per
-pod) -- or under `torchrun`, which Fabric recognises by itself. `--num_nodes` defaults to
-WORLD_SIZE / devices.
+Multi-node: start one `litgpt pretrain ... --devices G` per node with the standard torch
+distributed environment -- `MASTER_ADDR`, `MASTER_PORT` (of node 0), `WORLD_SIZE` (processes in
+total, nodes x G) and the node's index in `NODE_RANK`; where that is missing, `RANK` is read as
+the global rank of the node's first process (node = RANK // G; with G = 1 simply the pod index)
+and then `JOB_COMPLETION_INDEX` (what a Kubernetes Indexed Job sets in each pod). Fabric then
+starts the G local processes itself. Under `torchrun` (which sets LOCAL_RANK, RANK, ... per
+process) Fabric takes everything from torchrun instead. `--num_nodes` defaults to
+WORLD_SIZE / G. Every node needs the data and out_dir on a shared filesystem (checkpoints and
+`final/` are written by global rank 0; the token cache by each node's local rank 0).
 """
 
 from __future__ import annotations

@@ -38,5 +38,4 @@ def operator(k8s, monkeypatch):
         runner.stop()
     # A handler that crashed (rather than reporting a condition) is a bug even if the test's
     # assertions passed: kopf would only have retried it later.
-    crashes = [line for line in runner.output.splitlines() if "failed with an exception" in line]
-    assert not crashes, "\n".join(crashes)
+    assert not runner.crashes(), "\n".join(runner.crashes())

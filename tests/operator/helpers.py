@@ -97,6 +97,7 @@ class OperatorRunner:
     def __init__(self, namespace: str):
         self.namespace = namespace
         self.runner = None
+        self.output = ""
 
     def start(self) -> "OperatorRunner":
         from kopf.testing import KopfRunner
@@ -112,11 +113,15 @@ class OperatorRunner:
         if self.runner is not None:
             runner, self.runner = self.runner, None
             runner.__exit__(None, None, None)
-            self.output = runner.output
+            self.output += runner.output
 
     @property
     def running(self) -> bool:
         return self.runner is not None
+
+    def crashes(self) -> list[str]:
+        """Log lines of handlers that raised (rather than reporting a condition) since start."""
+        return [line for line in self.output.splitlines() if "failed with an exception" in line]
 
 
 def service_account_kubeconfig(k8s: K8s, path: Path) -> Path:

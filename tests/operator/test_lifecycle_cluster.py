@@ -74,6 +74,7 @@ def test_operator_killed_mid_download_resumes_without_duplicates(k8s, tmp_path):
         second.wait(timeout=30)
     jobs = k8s.list("Job")
     assert [j["metadata"]["uid"] for j in jobs] == [job_uid], log.read_text()[-3000:]
+    assert "failed with an exception" not in log.read_text() and "Forbidden" not in log.read_text()
 
 
 def test_restart_while_waiting_for_the_model(k8s, monkeypatch):
@@ -92,12 +93,13 @@ def test_restart_while_waiting_for_the_model(k8s, monkeypatch):
     wait_for(lambda: any(c["type"] == "Complete" for c in
                          (((k8s.get("Job", "pythia-download") or {}).get("status") or {}).get("conditions") or [])),
              "the download to complete", timeout_s=60)
-    runner = OperatorRunner(k8s.namespace).start()
+    runner.start()
     try:
         k8s.wait_phase("FinetuneJob", "ft", "Succeeded", timeout=90)
     finally:
         runner.stop()
     assert sorted(j["metadata"]["name"] for j in k8s.list("Job")) == ["ft-finetune", "pythia-download"]
+    assert not runner.crashes(), "\n".join(runner.crashes())
 
 
 def test_deleting_a_parent_garbage_collects_its_children(k8s, operator):

@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-import yaml
-from packaging_support import CHART
-
-
-def crd_names(folder: Path) -> list[str]:
-    return [doc["metadata"]["name"] for path in sorted(folder.glob("*.yaml"))
-            for doc in yaml.safe_load_all(path.read_text()) if doc]
+from packaging_support import install_chart_crds
 
 
 @pytest.fixture(scope="session")
 def chart_crds(kube) -> list[str]:
-    """The chart's CRDs (ours + kopf's peering) installed and Established."""
-    kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"))
-    names = crd_names(CHART / "crds")
-    kube.kubectl("wait", "--for=condition=Established", "--timeout=60s", *[f"crd/{n}" for n in names])
-    return names
+    return install_chart_crds(kube)
 
 
 @pytest.fixture(scope="session")

@@ -52,16 +52,51 @@ def pod_log(kube, namespace: str, pod: str) -> str:
     return "\n".join(p.read_text(errors="replace") for folder in folders for p in sorted(folder.glob("*")) if p.is_file())
 
 
+def without_tmp_mount(job: dict) -> None:
+    """Work-around for the exec node's path rewriting (paths of other mounts that land under /tmp
+    get rewritten twice): the pod uses the host's /tmp instead of an emptyDir there."""
+    pod = job["spec"]["template"]["spec"]
+    pod["volumes"] = [v for v in pod["volumes"] if v["name"] != "tmp"]
+    for container in pod["containers"]:
+        container["volumeMounts"] = [m for m in container["volumeMounts"] if m["name"] != "tmp"]
+
+
+def report_terminal_status(kube, namespace: str, pod: str) -> None:
+    """What a kubelet writes when a deleted pod's container has exited: phase Failed, exit code 143.
+    The exec node deletes the pod without it, and the Job controller (which keeps a finalizer on
+    the pod) waits for a terminal phase before it applies the podFailurePolicy."""
+    live = json.loads(kube.kubectl("get", "pod", pod, "-n", namespace, "-o", "json"))
+    if live["status"].get("phase") in ("Failed", "Succeeded"):
+        return  # the node did it
+    started = live["status"].get("startTime")
+    status = {"status": {"phase": "Failed", "containerStatuses": [{
+        "name": "litgpt", "ready": False, "restartCount": 0, "image": live["spec"]["containers"][0]["image"],
+        "imageID": "", "started": False,
+        "state": {"terminated": {"exitCode": 143, "reason": "Error", "startedAt": started,
+                                 "finishedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}}}]}}
+    kube.kubectl("patch", "pod", pod, "-n", namespace, "--subresource=status", "--type=merge", "-p", json.dumps(status))
+
+
 def job_pods(kube, namespace: str, job: str) -> list[dict]:
     out = kube.kubectl("get", "pods", "-n", namespace, "-l", f"batch.kubernetes.io/job-name={job}", "-o", "json")
     return sorted(json.loads(out)["items"], key=lambda p: p["metadata"]["creationTimestamp"])
 
 
-def test_evicted_training_pod_resumes_from_its_checkpoint(kube, namespace):
+@pytest.fixture
+def volume(namespace):
+    import shutil
+
+    # Outside /tmp: the exec node rewrites mount paths in argv one mount at a time, so a folder under
+    # /tmp would be rewritten again by the pod's /tmp emptyDir mount (see the report on the agent).
+    path = Path(f"/var/tmp/litgpt-test-volumes/{namespace}/cache")
+    yield path
+    shutil.rmtree(path.parent, ignore_errors=True)
+
+
+def test_evicted_training_pod_resumes_from_its_checkpoint(kube, namespace, volume):
     from kubernetes import client
 
     # The model cache claim, bound to a local folder holding a tiny complete checkpoint.
-    volume = Path(f"/tmp/litgpt-test-volumes/{namespace}/cache")
     tiny_checkpoint(volume / "checkpoints" / "tiny" / "llama")
     kube.kubectl("apply", "-f", "-", input=json.dumps({
         "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"{namespace}-cache"},
@@ -76,7 +111,7 @@ def test_evicted_training_pod_resumes_from_its_checkpoint(kube, namespace):
 
     body = finetune_body(namespace=namespace, gpusPerNode=0, **ON_EXEC_NODE,
                          data={"inline": json.dumps(RECORDS), "valSplitFraction": 0.25},
-                         train={"maxSteps": 3000, "globalBatchSize": 1, "microBatchSize": 1})
+                         train={"epochs": 1000, "maxSteps": 3000, "globalBatchSize": 1, "microBatchSize": 1})
     model = ModelCheckpoint("tiny", "tiny/llama", "cache")
     children = build_finetune_children(common.Parent.from_body(body), FINETUNE_JOB.parse_spec(body), model, SETTINGS)
     for child in children:
@@ -84,6 +119,7 @@ def test_evicted_training_pod_resumes_from_its_checkpoint(kube, namespace):
         if child["kind"] == "Job":
             child = resume.with_auto_resume(child)
             job_name = child["metadata"]["name"]
+            without_tmp_mount(child)
         kube.kubectl("create", "-f", "-", input=json.dumps(child))
 
     # First attempt: wait until it trains, then evict it as a node drain would.
@@ -91,23 +127,25 @@ def test_evicted_training_pod_resumes_from_its_checkpoint(kube, namespace):
     wait_for(lambda: "step " in pod_log(kube, namespace, first) and "/3000 | loss" in pod_log(kube, namespace, first),
              f"training steps in the first pod's log:\n{pod_log(kube, namespace, first)[-2000:]}", timeout=180)
     core = client.CoreV1Api(kube.api_client())
+    status = resume.track_attempts({}, job_pods(kube, namespace, job_name))
     core.create_namespaced_pod_eviction(first, namespace, client.V1Eviction(
         metadata=client.V1ObjectMeta(name=first, namespace=namespace)))
+    evicted = json.loads(kube.kubectl("get", "pod", first, "-n", namespace, "-o", "json"))
+    assert any(c["type"] == "DisruptionTarget" and c["status"] == "True" for c in evicted["status"]["conditions"])
+
+    wait_for(lambda: "Stopped by SIGTERM" in pod_log(kube, namespace, first), "the evicted run to stop at a checkpoint")
+    report_terminal_status(kube, namespace, first)
 
     # Second attempt: a new pod, which resumes from the checkpoint saved on SIGTERM.
     second = wait_for(lambda: next((p["metadata"]["name"] for p in job_pods(kube, namespace, job_name)
                                     if p["metadata"]["name"] != first), None), "a replacement pod", timeout=120)
-    first_log = pod_log(kube, namespace, first)
-    assert "Stopped by SIGTERM" in first_log, first_log[-2000:]
     resumed = wait_for(lambda: "Resuming from" in pod_log(kube, namespace, second) and pod_log(kube, namespace, second),
                        "the second pod to resume", timeout=180)
     from litgpt_operator import progress
 
     step = progress.resumed_step(resumed)
     assert step is not None and step > 0, resumed[-2000:]
-    evicted = next(p for p in job_pods(kube, namespace, job_name) if p["metadata"]["name"] == first)
-    assert any(c["type"] == "DisruptionTarget" and c["status"] == "True" for c in evicted["status"].get("conditions", []))
-    assert resume.attempts(job_pods(kube, namespace, job_name)) == 2
+    assert resume.track_attempts(status, job_pods(kube, namespace, job_name)) == {"attempts": 2, "currentPod": second}
     job = json.loads(kube.kubectl("get", "job", job_name, "-n", namespace, "-o", "json"))
     assert not job["status"].get("failed"), "an ignored disruption must not count as a failure"
     kube.kubectl("delete", "job", job_name, "-n", namespace, "--wait=false")

@@ -46,6 +46,26 @@ def pod(index: str | None) -> dict:
     return {"metadata": {"annotations": annotations}}
 
 
+def named(name: str, created: str, index: str | None = None) -> dict:
+    body = pod(index)
+    body["metadata"].update(name=name, creationTimestamp=created)
+    return body
+
+
+def test_attempts_survive_deleted_pods():
+    """An evicted pod is deleted: the count must not drop when it disappears."""
+    status: dict = {}
+    status = resume.track_attempts(status, [named("a", "2026-01-01T00:00:00Z")])
+    assert status == {"attempts": 1, "currentPod": "a"}
+    assert resume.track_attempts(status, [named("a", "2026-01-01T00:00:00Z")]) == status  # no new pod
+    status = resume.track_attempts(status, [named("b", "2026-01-01T00:05:00Z")])  # a evicted and gone
+    assert status == {"attempts": 2, "currentPod": "b"}
+    status = resume.track_attempts(status, [])  # between pods
+    assert status == {"attempts": 2, "currentPod": "b"}
+    indexed = [named("x-0", "2026-01-01T00:00:00Z", "0"), named("x-1", "2026-01-01T00:00:00Z", "1")]
+    assert resume.track_attempts({}, indexed) == {"attempts": 1, "currentPod": "x-0"}
+
+
 def test_attempts_are_counted_per_index():
     assert resume.attempts([]) == 0
     assert resume.attempts([pod(None)]) == 1
@@ -69,3 +89,4 @@ def test_progress_and_resumed_step_from_the_log():
     assert progress.training_progress("step 3 | loss 2.5000 | lr 1.00e-03 | 12 tok/s | 1.0 s/step | peak mem 0.00 GiB") \
         == {"step": 3, "loss": 2.5, "tokensPerSecond": 12}
     assert progress.training_progress("") == {} and progress.resumed_step(None) is None
+    assert progress.training_progress("step 9/10 | loss nan | lr 1.00e-03 | 12 tok/s | 1.0 s/step")["loss"] is None

@@ -87,6 +87,43 @@ def test_from_hf_config_reads_the_published_form():
     assert config.to_dict() == preset.to_dict()
 
 
+PUBLISHED = {  # abridged config.json files as published on the Hub
+    "Qwen/Qwen3-0.6B": dict(
+        architectures=["Qwen3ForCausalLM"], model_type="qwen3", head_dim=128, hidden_size=1024, intermediate_size=3072,
+        max_position_embeddings=40960, num_attention_heads=16, num_hidden_layers=28, num_key_value_heads=8,
+        rms_norm_eps=1e-6, rope_scaling=None, rope_theta=1000000, sliding_window=None, tie_word_embeddings=True,
+        use_sliding_window=False, max_window_layers=28, vocab_size=151936, hidden_act="silu", attention_bias=False),
+    "EleutherAI/pythia-160m": dict(
+        architectures=["GPTNeoXForCausalLM"], model_type="gpt_neox", hidden_act="gelu", hidden_size=768,
+        intermediate_size=3072, layer_norm_eps=1e-5, max_position_embeddings=2048, num_attention_heads=12,
+        num_hidden_layers=12, rotary_emb_base=10000, rotary_pct=0.25, tie_word_embeddings=False,
+        use_parallel_residual=True, vocab_size=50304),
+    "google/gemma-2-2b": dict(
+        architectures=["Gemma2ForCausalLM"], model_type="gemma2", attn_logit_softcapping=50.0,
+        final_logit_softcapping=30.0, head_dim=256, hidden_activation="gelu_pytorch_tanh", hidden_size=2304,
+        intermediate_size=9216, max_position_embeddings=8192, num_attention_heads=8, num_hidden_layers=26,
+        num_key_value_heads=4, query_pre_attn_scalar=256, rms_norm_eps=1e-6, rope_theta=10000.0, sliding_window=4096,
+        vocab_size=256000),
+    "google/gemma-3-1b-it": dict(
+        architectures=["Gemma3ForCausalLM"], model_type="gemma3_text", hidden_size=1152, intermediate_size=6912,
+        head_dim=256, num_attention_heads=4, num_key_value_heads=1, num_hidden_layers=26,
+        max_position_embeddings=32768, rope_theta=1000000, rope_local_base_freq=10000, rope_scaling=None,
+        sliding_window=512, sliding_window_pattern=6, query_pre_attn_scalar=256, vocab_size=262144,
+        final_logit_softcapping=None, attn_logit_softcapping=None, rms_norm_eps=1e-6,
+        hidden_activation="gelu_pytorch_tanh"),
+    "mistralai/Mistral-7B-v0.1": dict(
+        architectures=["MistralForCausalLM"], model_type="mistral", hidden_size=4096, intermediate_size=14336,
+        max_position_embeddings=32768, num_attention_heads=32, num_hidden_layers=32, num_key_value_heads=8,
+        rms_norm_eps=1e-5, rope_theta=10000.0, sliding_window=4096, tie_word_embeddings=False, vocab_size=32000,
+        hidden_act="silu"),
+}
+
+
+@pytest.mark.parametrize("repo_id", PUBLISHED)
+def test_published_config_json_equals_preset(repo_id):
+    assert Config.from_hf_config(PUBLISHED[repo_id], repo_id=repo_id) == Config.from_name(repo_id)
+
+
 def test_unsupported_architecture_and_rope_type():
     with pytest.raises(UserError, match="Unsupported architecture FalconForCausalLM. Supported families"):
         Config.from_hf_config({"architectures": ["FalconForCausalLM"], "model_type": "falcon"})

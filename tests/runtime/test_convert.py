@@ -116,8 +116,14 @@ def test_gemma3_multimodal_checkpoint_converts_its_language_model(tmp_path):
     ours_config = convert_hf_checkpoint(tmp_path / "hf", tmp_path / "ours")
     assert ours_config.family == "gemma3_text" and ours_config.norm_qk
     model = load_model(tmp_path / "ours")
+    expected = hf(input_ids=_idx()).logits.detach()
     with torch.no_grad():
-        torch.testing.assert_close(model(_idx()), hf(input_ids=_idx()).logits, atol=1e-4, rtol=0)
+        torch.testing.assert_close(model(_idx()), expected, atol=1e-4, rtol=0)
+    # exported back, it is a text-only Gemma3ForCausalLM with the same logits
+    exported = transformers.AutoModelForCausalLM.from_pretrained(convert_to_hf(tmp_path / "ours", tmp_path / "export"))
+    assert type(exported).__name__ == "Gemma3ForCausalLM"
+    with torch.no_grad():
+        torch.testing.assert_close(exported(_idx()).logits, expected, atol=1e-4, rtol=0)
 
 
 @pytest.mark.slow

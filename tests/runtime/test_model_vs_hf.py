@@ -120,3 +120,41 @@ def test_greedy_generation_matches_transformers(pair, family):
     assert len(expected) == 20
     assert len(set(expected)) > 1, "degenerate tiny model: the comparison would prove little"
     assert greedy(ours, prompt, 20) == expected
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma2"])
+@torch.no_grad()
+def test_bfloat16_follows_transformers_rounding(pair, family, tmp_path):
+    """In bfloat16 we cast where transformers casts (norms, rope, softmax), so logits stay close."""
+    import copy
+
+    hf, ours = pair(family)
+    hf16 = copy.deepcopy(hf).to(torch.bfloat16)
+    ours16 = copy.deepcopy(ours).to(torch.bfloat16)
+    idx = tokens(1, 16, seed=5)
+    expected = hf16(idx).logits.float()
+    actual = ours16(idx).float()
+    assert actual.dtype == expected.dtype and ours16(idx).dtype == torch.bfloat16
+    torch.testing.assert_close(actual, expected, atol=0.1, rtol=0.02)
+    exact = hf(idx).logits
+    assert (actual - exact).abs().max() > 0  # it really ran in bfloat16
+
+
+@torch.no_grad()
+def test_qwen2_sliding_window_on_upper_layers(tmp_path):
+    """Qwen2 slides only in layers >= max_window_layers when use_sliding_window is set."""
+    import transformers
+
+    hf_dir = make_hf_model_dir("qwen2", tmp_path / "hf", tokenizer=False, use_sliding_window=True, sliding_window=5,
+                               max_window_layers=1)
+    config = convert_hf_checkpoint(hf_dir, tmp_path / "ours")
+    assert config.layer_types == ["full_attention", "sliding_attention"] and config.sliding_window_size == 5
+    hf = transformers.AutoModelForCausalLM.from_pretrained(hf_dir, attn_implementation="eager").eval()
+    ours = load_model(tmp_path / "ours")
+    idx = tokens(1, 16)
+    expected = hf(idx).logits
+    torch.testing.assert_close(ours(idx), expected, atol=ATOL, rtol=0)
+    ours.set_kv_cache(batch_size=1, max_seq_length=16)
+    steps = [ours(idx[:, :4], input_pos=torch.arange(4))]
+    steps += [ours(idx[:, t : t + 1], input_pos=torch.tensor([t])) for t in range(4, 16)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), expected, atol=ATOL, rtol=0)

@@ -160,6 +160,9 @@ def test_text_files_are_tokenised_once_into_memory_mapped_shards(assets, tmp_pat
     assert chunks.tokens == expected
     sample = chunks[len(chunks) - 1]
     assert sample["input_ids"].shape == (16,) and torch.equal(sample["input_ids"][1:], sample["targets"][:-1])
+    one_file = sorted(assets["corpus"].glob("*.txt"))[0]  # a single file is a corpus too
+    single, _ = TextFiles(train_data_path=one_file).prepare(tokenizer, tmp_path / "cache")
+    assert TokenChunks(single, 16).tokens == len(tokenizer.encode(one_file.read_text(), eos=True))
 
 
 def _free_port() -> int:
@@ -218,3 +221,17 @@ def test_cli_end_to_end_then_generate_and_user_errors(assets, tmp_path):
                               "TextFiles", "--data.train_data_path", str(assets["corpus"])], env=env,
                              capture_output=True, text=True, timeout=120)
     assert scratch.returncode != 0 and "Say which model" in scratch.stderr and "Traceback" not in scratch.stderr
+
+
+def test_pretrain_from_pre_tokenised_shards(assets, tmp_path):
+    """--data TokenShards: a shard folder written elsewhere (write_token_shards) trains as is."""
+    from litgpt.checkpoint import is_complete
+    from litgpt.tokenizer import Tokenizer
+    from litgpt.train.text_data import TokenShards, write_token_shards
+
+    tokenizer = Tokenizer(assets["tok"])
+    documents = (tokenizer.encode(s * 20, eos=True) for s in SENTENCES)
+    shards = write_token_shards(documents, tmp_path / "shards", tokenizer.vocab_size, shard_tokens=700)
+    out = pretrain(assets, tmp_path / "run", data=TokenShards(path=shards, val_split_fraction=0.1),
+                   train=dict(max_steps=2))
+    assert is_complete(out / "final") and logged(out, "step") == [1, 2]

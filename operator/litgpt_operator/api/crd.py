@@ -30,9 +30,6 @@ def openapi_schema(kind: KindInfo) -> dict[str, Any]:
 
 
 def build_crd(kind: KindInfo) -> dict[str, Any]:
-    subresources: dict[str, Any] = {"status": {}}
-    if "scale" in kind.extra:
-        subresources["scale"] = kind.extra["scale"]
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -53,7 +50,7 @@ def build_crd(kind: KindInfo) -> dict[str, Any]:
                     "name": kind.version,
                     "served": True,
                     "storage": True,
-                    "subresources": subresources,
+                    "subresources": {"status": {}},
                     "additionalPrinterColumns": [c.to_crd() for c in kind.printer_columns],
                     "schema": {"openAPIV3Schema": openapi_schema(kind)},
                 }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
@@ -43,7 +43,6 @@ class KindInfo:
     description: str
     printer_columns: tuple[PrinterColumn, ...] = ()
     categories: tuple[str, ...] = ("litgpt",)
-    extra: dict[str, Any] = field(default_factory=dict)
 
     group: str = GROUP
     version: str = VERSION
@@ -63,6 +62,3 @@ class KindInfo:
     def parse_spec(self, body: dict) -> Any:
         """The spec of a live object as a typed model (defaults filled in, as the server would)."""
         return self.spec.model_validate(body.get("spec") or {})
-
-    def parse_status(self, body: dict) -> Any:
-        return self.status.model_validate(body.get("status") or {})

@@ -84,9 +84,13 @@ def write_status(body: dict, observed: status.Observed) -> bool:
         return False
     kube.patch_status(body["kind"], meta["namespace"], meta["name"], status.merge_patch(previous, new),
                       meta["resourceVersion"])
+    # One Event per distinct (reason, message): a failure moves Succeeded and Failed together.
+    events: dict[tuple[str, str], bool] = {}
     for cond in status.changes(previous, observed):
-        kube.post_event(body, "Warning" if cond.warning else "Normal", cond.reason,
-                        cond.message or f"{cond.type} is {cond.status}")
+        key = (cond.reason, cond.message or f"{cond.type} is {cond.status}")
+        events[key] = events.get(key, False) or cond.warning
+    for (reason, message), warning in events.items():
+        kube.post_event(body, "Warning" if warning else "Normal", reason, message)
     return True
 
 

@@ -45,8 +45,11 @@ def convert_to_hf(ckpt_dir: str | Path, out_dir: str | Path, state_dict_file: st
     ids = json.loads(generation.read_text()) if generation.is_file() else {}
     hf_config.update({k: ids.get(k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")})
     original = ckpt_dir / "config.json"
-    if original.is_file():  # keep what the publisher wrote (token ids, extra fields), fix the sizes
-        hf_config = {**json.loads(original.read_text()), **_sizes_only(hf_config)}
+    published = json.loads(original.read_text()) if original.is_file() else {}
+    if published and "text_config" not in published:
+        # keep what the publisher wrote (token ids, extra fields), with our sizes; a multimodal
+        # original (Gemma 3 4B+) is not kept: we export its language model alone
+        hf_config = {**published, **_sizes_only(hf_config)}
     (out_dir / "config.json").write_text(json.dumps(hf_config, indent=2))
     return out_dir
 

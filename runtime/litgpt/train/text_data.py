@@ -178,8 +178,10 @@ class PretrainData:
 
 def _text_files(folder: Path, what: str) -> list[Path]:
     folder = Path(folder)
+    if folder.is_file():  # a single text file is a corpus too
+        return [folder]
     if not folder.is_dir():
-        raise UserError(f"{what} {str(folder)!r} is not a folder; point it at a folder of .txt files.")
+        raise UserError(f"{what} {str(folder)!r} does not exist; point it at a folder of .txt files (or one file).")
     files = sorted(p for p in folder.rglob("*.txt") if p.is_file())
     if not files:
         raise UserError(f"{what} {str(folder)!r} holds no .txt files.")
@@ -210,7 +212,7 @@ class TextFiles(PretrainData):
     """A folder of plain `.txt` files (searched recursively), tokenised once and cached."""
 
     train_data_path: Optional[Path] = None
-    """Folder of .txt files to train on."""
+    """Folder of .txt files to train on (searched recursively), or a single text file."""
     val_data_path: Optional[Path] = None
     """Folder of .txt files to validate on (default: hold out val_split_fraction of the chunks)."""
     val_split_fraction: float = 0.05

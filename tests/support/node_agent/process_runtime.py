@@ -289,7 +289,7 @@ class ProcessRuntime:
                     continue
             else:
                 value = _expand(var.get("value", ""), env)
-            env[var["name"]] = _map_paths(value, mounts)
+            env[var["name"]] = _map_pod_dns(_map_paths(value, mounts), pod)
         return env
 
     def _value_from(self, pod: dict, spec: dict, source: dict) -> str | None:
@@ -346,11 +346,16 @@ def _mount_map(spec: dict, volumes: dict[str, Path]) -> list[tuple[str, str]]:
 
 
 def _map_paths(text: str, mounts: list[tuple[str, str]]) -> str:
-    """Rewrite each mount path that appears as a whole path prefix in `text` to its folder."""
-    for mount_path, folder in mounts:
-        pattern = r"(?<![\w./-])" + re.escape(mount_path) + r"(?=/|$|[^\w.-])"
-        text = re.sub(pattern, lambda _: folder, text)
-    return text
+    """Rewrite each mount path that appears as a whole path prefix in `text` to its folder.
+
+    One pass over `text` (longest mount path first): a folder already substituted is never
+    rewritten again, e.g. a claim folder under /tmp when the pod also mounts something at /tmp."""
+    if not mounts:
+        return text
+    folders = dict(mounts)
+    alternatives = "|".join(re.escape(m) for m in sorted(folders, key=len, reverse=True))
+    pattern = r"(?<![\w./-])(" + alternatives + r")(?=/|$|[^\w.-])"
+    return re.sub(pattern, lambda match: folders[match.group(1)], text)
 
 
 def _expand(text: str, env: dict[str, str]) -> str:
@@ -416,3 +421,15 @@ def _group_alive(pgid: int) -> bool:
         return False
     except PermissionError:
         return True
+
+
+def _map_pod_dns(value: str, pod: dict) -> str:
+    """A value that is a pod DNS name of the pod's own subdomain (`<host>.<subdomain>[.<ns>[.svc
+    [.cluster.local]]]`) becomes 127.0.0.1: there is no cluster DNS here and every exec pod is a
+    process on this host, so e.g. a distributed job's MASTER_ADDR (`job-0.job`) is this host."""
+    subdomain = pod["spec"].get("subdomain")
+    if not subdomain:
+        return value
+    namespace = re.escape(pod["metadata"]["namespace"])
+    pattern = rf"[a-z0-9]([-a-z0-9]*[a-z0-9])?\.{re.escape(subdomain)}(\.{namespace}(\.svc(\.cluster\.local)?)?)?"
+    return "127.0.0.1" if re.fullmatch(pattern, value) else value
