@@ -1,6 +1,7 @@
 """Finetuning speed and memory: our `litgpt finetune_*` side by side with the real `litgpt` package.
 
-    .venv/bin/python benchmarks/bench_finetune.py                       # SmolLM2-135M, CPU, lora/full/adapter
+    .venv/bin/python benchmarks/bench_finetune.py                       # pythia-70m, CPU, lora/full/adapter
+    .venv/bin/python benchmarks/bench_finetune.py --model SmolLM2-135M
     .venv/bin/python benchmarks/bench_finetune.py --methods lora --steps 10 --threads 2
 
 Shares the real litgpt's venv, the random-weight Hugging Face folder and both conversions with
@@ -63,21 +64,30 @@ def make_data(hf_dir: Path, length: int, records: int) -> tuple[Path, int]:
     return path, actual
 
 
-def timed_run(cmd: list, threads: int, step_line: re.Pattern, log: Path) -> tuple[list[float], float]:
-    """(seconds between consecutive step lines, peak RSS in GiB) of one run."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def timed_run(cmd: list, threads: int, step_line: re.Pattern, log: Path) -> tuple[list[float], list[float], float]:
+    """(wall seconds between consecutive step lines, CPU seconds of the process between them,
+    peak RSS in GiB) of one run."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1",
            "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
-    stamps = []
+    stamps, cpu = [], []
     with open(log, "w") as out:
         proc = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         for line in proc.stdout:
             if step_line.search(line):
                 stamps.append(time.perf_counter())
+                cpu.append(cpu_seconds(proc.pid))
             out.write(line)
         _, status, usage = os.wait4(proc.pid, 0)
     if status != 0:
         raise SystemExit(f"command failed (see {log}): {' '.join(map(str, cmd))}")
-    return [b - a for a, b in zip(stamps, stamps[1:])], usage.ru_maxrss / 2**20
+    diffs = lambda xs: [b - a for a, b in zip(xs, xs[1:])]  # noqa: E731
+    return diffs(stamps), diffs(cpu), usage.ru_maxrss / 2**20
 
 
 def commands(method: str, env_dir: Path, ours_dir: Path, theirs_dir: Path, data: Path, args) -> tuple[list, list]:
@@ -96,7 +106,7 @@ def commands(method: str, env_dir: Path, ours_dir: Path, theirs_dir: Path, data:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="SmolLM2-135M")
+    parser.add_argument("--model", default="pythia-70m", help="SmolLM2-135M or pythia-70m (the default: a loaded 2-core machine)")
     parser.add_argument("--litgpt_version", default="0.5.13")
     parser.add_argument("--methods", default="lora,full,adapter")
     parser.add_argument("--length", type=int, default=128, help="tokens per sample")
@@ -119,28 +129,35 @@ def main() -> None:
     for method in args.methods.split(","):
         ours_cmd, theirs_cmd = commands(method, env_dir, ours_dir, theirs_dir, data, args)
         times: dict[str, list[float]] = {"ours": [], "theirs": []}
+        cpu_times: dict[str, list[float]] = {"ours": [], "theirs": []}
         peak: dict[str, float] = {"ours": 0.0, "theirs": 0.0}
         for r in range(args.rounds):
             for who, cmd, pattern in (("theirs", theirs_cmd, THEIR_STEP), ("ours", ours_cmd, OUR_STEP)):
-                steps, rss = timed_run(cmd, args.threads, pattern, WORK / "logs" / f"finetune_{method}_{who}_{r}.log")
+                steps, cpu, rss = timed_run(cmd, args.threads, pattern, WORK / "logs" / f"finetune_{method}_{who}_{r}.log")
                 if len(steps) < 2:
                     raise SystemExit(f"{who} {method}: too few step lines to time (see benchmarks/.work/logs)")
                 times[who] += steps[1:]
+                cpu_times[who] += cpu[1:]
                 peak[who] = max(peak[who], rss)
-                print(f"  {method:8s} {who:6s} round {r + 1}: {statistics.median(steps[1:]):.3f} s/step, "
-                      f"peak RSS {rss:.2f} GiB", flush=True)
+                print(f"  {method:8s} {who:6s} round {r + 1}: {statistics.median(steps[1:]):.3f} s/step wall, "
+                      f"{statistics.median(cpu[1:]):.3f} CPU-s/step, peak RSS {rss:.2f} GiB", flush=True)
         spt = {who: statistics.median(t) for who, t in times.items()}
-        rows.append((method, spt, peak))
+        cpt = {who: statistics.median(t) for who, t in cpu_times.items()}
+        rows.append((method, spt, cpt, peak))
 
     print(f"\n{args.model} (random weights), CPU, {args.threads} threads, float32, {length}-token samples "
           f"(prompt masked), global batch {args.global_batch_size} = {args.global_batch_size // args.micro_batch_size} "
           f"x micro {args.micro_batch_size}, {args.steps} steps (median of the step intervals after the first)")
-    print(f"{'method':8s} | {'litgpt ' + args.litgpt_version:>22s} | {'ours':>22s} | tokens/s ratio | peak memory ratio")
-    for method, spt, peak in rows:
-        tps = {who: tokens_per_step / s for who, s in spt.items()}
-        print(f"{method:8s} | {spt['theirs']:6.2f} s {tps['theirs']:7.0f} tok/s | {spt['ours']:6.2f} s {tps['ours']:7.0f} tok/s"
-              f" | {tps['ours'] / tps['theirs']:14.2f}x | {peak['ours'] / peak['theirs']:.2f}x "
-              f"({peak['ours']:.2f} vs {peak['theirs']:.2f} GiB)")
+    print("wall: seconds per step and tokens/s by the clock; cpu: CPU-seconds the process used per step, and")
+    print(f"tokens per CPU-second x {args.threads} threads (robust to other load on the machine)")
+    print(f"{'method':8s} | {'':4s} | {'litgpt ' + args.litgpt_version:>22s} | {'ours':>22s} | tokens/s ratio | peak memory")
+    for method, spt, cpt, peak in rows:
+        for label, table in (("wall", spt), ("cpu", cpt)):
+            tps = {who: tokens_per_step * (args.threads if label == "cpu" else 1) / s for who, s in table.items()}
+            memory = (f"{peak['ours'] / peak['theirs']:.2f}x ({peak['ours']:.2f} vs {peak['theirs']:.2f} GiB)"
+                      if label == "wall" else "")
+            print(f"{method:8s} | {label:4s} | {table['theirs']:6.2f} s {tps['theirs']:7.0f} tok/s | {table['ours']:6.2f} s "
+                  f"{tps['ours']:7.0f} tok/s | {tps['ours'] / tps['theirs']:13.2f}x | {memory}")
 
 
 if __name__ == "__main__":

@@ -9,10 +9,11 @@ The text (the tokenizer's sentences, shuffled into documents) is tokenised once 
 tokenizer; ours reads the ids as a token shard folder (`--data TokenShards`), the real one through
 a minimal DataModule over the very same ids. Both train the same tiny Llama-style config from
 scratch: float32, CPU, one device, the same micro/global batch and sequence length, no
-validation. Each tool runs in its own process (alternating rounds); a timestamp is taken every
-time the training loop fetches a micro-batch, and tokens/s is measured between the fetch after
-the warm-up steps (the real litgpt compiles its model during the first ones) and the last fetch,
-i.e. over identical training work. Prints the median tokens/s of each and the ratio.
+validation. Both tools run at the same time, each in its own process, so that the (noisy, shared) machine
+loads them alike: a timestamp is taken every time a training loop fetches a micro-batch; each
+waits at the end of its warm-up steps (the real litgpt compiles its model during the first ones)
+until the other got there too, and tokens/s is counted over the span in which both were training.
+Prints the median tokens/s of each over the rounds and the ratio.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from litgpt.data import DataModule
 from litgpt.pretrain import setup
 
 a = json.loads(sys.argv[1])
+exec(a["barrier_code"])
 ids = np.load(a["tokens"])
 stamps = []
 
@@ -58,7 +60,9 @@ class Chunks(Dataset):
         return torch.from_numpy(ids[i * self.block: i * self.block + self.block + 1].astype(np.int64))
 
 def stamped(batch):
-    stamps.append(time.perf_counter())
+    if len(stamps) == a["warmup"]:
+        wait_for_both(a)
+    stamps.append(time.time())
     return torch.stack(batch)
 
 class Data(DataModule):
@@ -90,10 +94,13 @@ from litgpt.pretrain import setup
 from litgpt.train.args import EvalArgs, TrainArgs
 
 a = json.loads(sys.argv[1])
+exec(a["barrier_code"])
 stamps = []
 plain = text_data.stack_collate
 def stamped(samples):
-    stamps.append(time.perf_counter())
+    if len(stamps) == a["warmup"]:
+        wait_for_both(a)
+    stamps.append(time.time())
     return plain(samples)
 text_data.stack_collate = stamped  # what pretrain.main collates training micro-batches with
 
@@ -105,6 +112,16 @@ setup(model_config=Path(a["config_file"]), tokenizer_dir=Path(a["tokenizer_dir"]
                       lr_warmup_steps=2, learning_rate=4e-4, weight_decay=0.1, max_norm=1.0, min_lr=4e-5),
       eval=EvalArgs(interval=10**6, max_iters=1, initial_validation=False, final_validation=False))
 json.dump(stamps, open(a["stamps"], "w"))
+'''
+
+
+# Both tools reach the end of their warm-up (the real one compiles), then start timing together.
+BARRIER = r'''
+def wait_for_both(a):
+    import os, time
+    open(a["ready"], "w").close()
+    while not all(os.path.exists(p) for p in a["all_ready"]):
+        time.sleep(0.05)
 '''
 
 
@@ -130,15 +147,21 @@ def tokens_file(hf_dir: Path) -> tuple[Path, Path]:
     return npy, shards
 
 
-def rate(stamps: list[float], warmup: int, tokens_per_micro: int) -> float:
-    timed = stamps[warmup:]
-    return (len(timed) - 1) * tokens_per_micro / (timed[-1] - timed[0])
+def rates_while_both_ran(stamps: dict[str, list[float]], warmup: int, tokens_per_micro: int) -> dict[str, float]:
+    """tokens/s of each tool over the time both were training (after the common start)."""
+    start = max(s[warmup] for s in stamps.values())
+    end = min(s[-1] for s in stamps.values())
+    out = {}
+    for name, s in stamps.items():
+        inside = [t for t in s[warmup:] if start <= t <= end]
+        out[name] = (len(inside) - 1) * tokens_per_micro / (inside[-1] - inside[0])
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--litgpt_version", default="0.5.13")
-    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--warmup_steps", type=int, default=5)
     parser.add_argument("--global_batch_size", type=int, default=8)
     parser.add_argument("--micro_batch_size", type=int, default=4)
@@ -163,12 +186,18 @@ def main() -> None:
     tokens_per_micro = args.micro_batch_size * args.block
     rates: dict[str, list[float]] = {"ours": [], "theirs": []}
     for round_ in range(args.rounds):
+        ready = {name: work / f"ready-{name}" for name in ("ours", "theirs")}
+        for path in ready.values():
+            path.unlink(missing_ok=True)
+        procs, stamp_files = {}, {}
         for name in ("ours", "theirs"):
             out_dir = work / f"out-{name}"
-            stamps = work / f"stamps-{name}.json"
-            common = dict(seed=42, max_tokens=args.steps * args.global_batch_size * args.block, global_batch_size=args.global_batch_size,
-                          micro_batch_size=args.micro_batch_size, block=args.block, out_dir=str(out_dir),
-                          stamps=str(stamps), tokenizer_dir=str(hf_dir))
+            stamp_files[name] = work / f"stamps-{name}.json"
+            common = dict(seed=42, max_tokens=args.steps * args.global_batch_size * args.block,
+                          global_batch_size=args.global_batch_size, micro_batch_size=args.micro_batch_size,
+                          block=args.block, out_dir=str(out_dir), stamps=str(stamp_files[name]),
+                          tokenizer_dir=str(hf_dir), warmup=warmup, barrier_code=BARRIER, ready=str(ready[name]),
+                          all_ready=[str(p) for p in ready.values()])
             if name == "ours":
                 payload = dict(common, config_file=str(config_file), shards=str(shards), compile=args.compile)
                 cmd = [sys.executable, "-c", OURS, json.dumps(payload)]
@@ -177,12 +206,20 @@ def main() -> None:
                 payload = dict(common, config=CONFIG, tokens=str(npy))
                 cmd = [str(env_dir / "bin" / "python"), "-c", THEIRS, json.dumps(payload)]
                 env_run = env
-            result = subprocess.run(cmd, capture_output=True, text=True, env=env_run, cwd=work)
-            if result.returncode != 0:
-                raise SystemExit(f"{name} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
-            r = rate(json.loads(stamps.read_text()), warmup, tokens_per_micro)
+            procs[name] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                           env=env_run, cwd=work)
+        for name, proc in procs.items():
+            out, err = proc.communicate()
+            if proc.returncode != 0:
+                for other in procs.values():
+                    other.kill()
+                raise SystemExit(f"{name} failed:\n{out[-2000:]}\n{err[-4000:]}")
+        measured = rates_while_both_ran({n: json.loads(f.read_text()) for n, f in stamp_files.items()}, warmup,
+                                        tokens_per_micro)
+        for name, r in measured.items():
             rates[name].append(r)
-            print(f"round {round_ + 1} {name:6}: {r:9.1f} tokens/s", flush=True)
+        print(f"round {round_ + 1}: ours {measured['ours']:8.1f} tokens/s, litgpt {measured['theirs']:8.1f} tokens/s, "
+              f"ratio {measured['ours'] / measured['theirs']:.2f}x", flush=True)
     ours, theirs = statistics.median(rates["ours"]), statistics.median(rates["theirs"])
     print(f"\ntiny Llama ({CONFIG['n_layer']} layers, {CONFIG['n_embd']} wide) from scratch, CPU, {args.threads} "
           f"thread(s), float32, micro-batch {args.micro_batch_size} x {args.block} tokens, global batch "

@@ -107,6 +107,7 @@ class Names:
     model: str = "tiny-llama"
     finetune: str = "tiny-llama-lora"
     server: str = "tiny-llama-lora-server"
+    base_server: str = "tiny-llama-server"  # what the demo leaves up, serving the downloaded model
     pretrain: str = "tiny-pretrain"
     broken: str = "broken-finetune"
     cache_claim: str = "models"
@@ -452,7 +453,8 @@ def step(number: int, text: str) -> None:
     print(f"\n[{number}/7] {text}", flush=True)
 
 
-def run_flow(flow: Flow, keep_serving: bool) -> None:
+def run_flow(flow: Flow, keep_serving: bool) -> Optional[str]:
+    """Every step, printing progress; returns the address of the server left up (keep_serving)."""
     names = flow.names
     step(1, "Control plane is up; installing the chart (CRDs, RBAC, operator as a pod on exec-0)")
     flow.create_namespaces()
@@ -505,12 +507,15 @@ def run_flow(flow: Flow, keep_serving: bool) -> None:
 
     if keep_serving:
         print("\nServing the model again so there is something to query:")
+        flow.seen_phases.clear()
         flow.apply(flow.model_manifest())
         flow.model_ready()
-        flow.apply_server({"modelRef": {"name": names.model}})
-        address = flow.server_address()
+        flow.apply_server({"modelRef": {"name": names.model}}, name=names.base_server)
+        address = flow.server_address(names.base_server)
         model, answer = flow.ask(address)
-        print(f"    {model} at {address} answered: {answer!r}")
+        print(f"    ModelServer {names.base_server}: {model} at {address} answered: {answer!r}")
+        return address
+    return None
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -532,9 +537,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"    up in {time.monotonic() - started:.0f}s at {cp.server}", flush=True)
     work = Path(tempfile.mkdtemp(prefix="litgpt-demo-"))
     flow = Flow(cp, work)
-    ok = False
+    ok, address = False, None
     try:
-        run_flow(flow, keep_serving=not args.down)
+        address = run_flow(flow, keep_serving=not args.down)
         ok = True
     except FlowError as error:
         print(f"\nerror: {error}", file=sys.stderr)
@@ -549,7 +554,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 The cluster is still up (pods run as local processes via our node agent, not a real kubelet):
     export KUBECONFIG={cp.kubeconfig}
     kubectl get litgpt -n {flow.names.namespace}
-    curl {flow.server_address()}/v1/models          # the ModelServer's Service, on this host
+    curl {address}/v1/models    # ModelServer {flow.names.base_server}: its Service's port, on this host
 Stop it with: hack/control-plane.sh --state-dir {args.state_dir} down""")
     elif ok:
         print("\nflow finished; everything stopped")
