@@ -203,19 +203,22 @@ def main() -> None:
     theirs_cmd = [env_dir / "bin" / "litgpt", "generate", theirs_dir, *common, "--precision", "32-true",
                   *compile_flag]
 
-    ours, theirs = [], []
+    ours, theirs, round_ratios = [], [], []
     outputs = {}
     for _ in range(args.rounds):
-        rates, outputs["ours"] = measure(ours_cmd, args.threads)
-        ours += rates
-        rates, outputs["theirs"] = measure(theirs_cmd, args.threads)
-        theirs += rates
+        ours_rates, outputs["ours"] = measure(ours_cmd, args.threads)
+        theirs_rates, outputs["theirs"] = measure(theirs_cmd, args.threads)
+        ours += ours_rates
+        theirs += theirs_rates
+        # back-to-back runs share the machine's load of the moment: their ratio is the steadier figure
+        round_ratios.append(statistics.median(ours_rates) / statistics.median(theirs_rates))
     ours_rate, theirs_rate = statistics.median(ours), statistics.median(theirs)
     print(f"\nmodel {args.model} (random weights), CPU, {args.threads} threads, float32, greedy, prompt "
           f"{args.prompt_tokens} tokens, {args.max_new_tokens} new tokens{', --compile' if args.compile else ''}")
     print(f"  litgpt {args.litgpt_version:<8} {theirs_rate:8.2f} tokens/s   (samples: {', '.join(f'{r:.1f}' for r in theirs)})")
     print(f"  ours            {ours_rate:8.2f} tokens/s   (samples: {', '.join(f'{r:.1f}' for r in ours)})")
-    print(f"  ratio (ours / litgpt): {ours_rate / theirs_rate:.2f}x")
+    print(f"  ratio (ours / litgpt): {ours_rate / theirs_rate:.2f}x   (per round: "
+          f"{', '.join(f'{r:.2f}x' for r in round_ratios)}; median {statistics.median(round_ratios):.2f}x)")
     # Same work? The real litgpt prints prompt + continuation per sample, we print the continuation.
     first_ours = outputs["ours"].split("\n")[0].strip()
     print(f"  same greedy text from both: {'yes' if first_ours and first_ours in outputs['theirs'] else 'NO'}")

@@ -416,6 +416,9 @@ class Flow:
                    if ((pv["spec"].get("claimRef") or {}).get("namespace")) == ns]
         if volumes:
             left["persistentvolumes"] = volumes
+        claim_folders = self.agent_dir / "pvc" / ns  # the provisioner's; removed with their volumes
+        if claim_folders.is_dir() and any(claim_folders.iterdir()):
+            left["claim folders"] = [p.name for p in claim_folders.iterdir()]
         processes = pod_processes(self.agent_dir, ns)
         if processes:
             left["processes"] = processes
@@ -479,7 +482,8 @@ def run_flow(flow: Flow, keep_serving: bool) -> Optional[str]:
     flow.apply_server({"finetuneRef": {"name": names.finetune}})
     address = flow.server_address()
     model, answer = flow.ask(address)
-    print(f"    Service {names.server} -> {address}; {model} answered: {answer!r}")
+    print(f"    Service {names.server} -> {address}; {model} answered: {answer!r} "
+          "(random weights: the words are noise)")
 
     step(5, f"PretrainJob {names.pretrain} from scratch on 2 nodes")
     flow.apply_pretrain()

@@ -12,6 +12,7 @@ Own registry (not the process-global one), so tests and the exposition hold only
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import Counter as Tally
@@ -21,6 +22,7 @@ from typing import Iterator, Optional
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 
+log = logging.getLogger(__name__)
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 RECONCILES = Counter("litgpt_operator_reconciles", "Reconciles of litgpt.dev objects.", ["kind", "result"],
@@ -114,8 +116,13 @@ _served: dict[int, object] = {}
 def serve_once(port: int) -> None:
     """`serve` at operator start-up; a second start-up in the same process (kopf restarted
     in-process) keeps the first endpoint."""
-    if port not in _served:
+    if port in _served:
+        return
+    try:
         _served[port] = serve(port)
+    except OSError as error:
+        # Metrics are auxiliary: a taken port must not stop the reconciling.
+        log.error("metrics endpoint on port %s not started: %s", port, error)
 
 
 def reset() -> None:  # tests

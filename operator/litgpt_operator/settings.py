@@ -57,6 +57,11 @@ class Settings(BaseModel):
     standalone: bool = Field(True, description="Run without kopf peering (one replica).")
     health_port: Optional[int] = Field(8080, ge=1, le=65535, description="Port of the /healthz liveness endpoint.")
     peering_name: str = Field("litgpt-operator", min_length=1)
+    # Production features (issue 5; the Helm chart sets them).
+    metrics_port: Optional[int] = Field(None, ge=1, le=65535, description="Port of the Prometheus /metrics endpoint; unset: no endpoint.")
+    gpu_memory_gb: Optional[float] = Field(
+        None, gt=0, description="GPU memory (GiB) the fit check assumes when an object has no litgpt.dev/gpu-memory-gb annotation."
+    )
 
     @field_validator("namespaces", "image_pull_secrets", mode="before")
     @classmethod

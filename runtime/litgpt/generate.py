@@ -59,9 +59,9 @@ def generate_tokens(model, prompt_ids: Sequence[int], max_new_tokens: int, tempe
     """Yield up to `max_new_tokens` new token ids after `prompt_ids`.
 
     Stops early at any of `stop_ids` (the stop token itself is not yielded) or when the context
-    (`context_length`, default the model's `block_size`) is full. Sets a fresh KV cache sized for
-    this request on the model (and its `max_seq_length` to match: caches as long as the whole
-    context would not fit in memory for long-context models).
+    (`context_length`, default the model's `block_size`) is full. Uses the model's KV cache when
+    it is long enough, else sets one sized for this request (and `max_seq_length` to match: a
+    cache as long as the whole context would not fit in memory for long-context models).
     """
     import torch
 
@@ -77,6 +77,8 @@ def generate_tokens(model, prompt_ids: Sequence[int], max_new_tokens: int, tempe
     device = next(model.parameters()).device
     stop = set(int(s) for s in stop_ids)
 
+    # inference_mode around each model call, not around the loop: a generator suspended inside
+    # the `with` would leave the mode switched on for the caller's code between tokens.
     with torch.inference_mode():
         _ensure_kv_cache(model, total, device)
         idx = torch.tensor([list(prompt_ids)], dtype=torch.long, device=device)
@@ -87,14 +89,16 @@ def generate_tokens(model, prompt_ids: Sequence[int], max_new_tokens: int, tempe
         # Positions of decode steps, made once: building a tensor per step costs more than the
         # step's attention on small models.
         positions = torch.arange(prompt_len, total, device=device)
-        for step in range(total - prompt_len):
+    for step in range(total - prompt_len):
+        with torch.inference_mode():
             token = sample(logits, temperature, top_k, top_p, generator)
             token_id = int(token)
-            if token_id in stop:
-                return
-            yield token_id
-            if step + 1 >= total - prompt_len:
-                return
+        if token_id in stop:
+            return
+        yield token_id
+        if step + 1 >= total - prompt_len:
+            return
+        with torch.inference_mode():
             logits = model(token.view(1, 1), input_pos=positions[step:step + 1],
                            input_pos_maxp1=prompt_len + step + 1, last_token_only=True)[0, -1]
 

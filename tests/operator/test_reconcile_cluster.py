@@ -59,6 +59,7 @@ def test_finetune_waits_for_its_model_then_succeeds(k8s, operator):
         "--devices", "1", "--num_nodes", "1",
         "--lora_r", "8", "--lora_alpha", "16", "--lora_dropout", "0.05", "--lora_query", "true", "--lora_key", "false",
         "--lora_value", "true", "--lora_projection", "false", "--lora_mlp", "false", "--lora_head", "false",
+        "--resume", "auto",  # auto-resume (litgpt_operator.resume)
     ]
     assert k8s.get("ConfigMap", "ft-data")["data"]["data.json"].startswith("[{")
     body = k8s.wait_phase("FinetuneJob", "ft", "Succeeded")
@@ -113,7 +114,7 @@ def test_pretrain_multi_node_indexed_job(k8s, operator):
     service = k8s.get("Service", "pt-pretrain")
     assert service["spec"]["clusterIP"] == "None"
     assert command(job)[:3] == ["litgpt", "pretrain", "pythia-14m"]
-    assert "--train.max_tokens" in command(job) and command(job)[-4:] == ["--devices", "2", "--num_nodes", "2"]
+    assert "--train.max_tokens" in command(job) and command(job)[-6:] == ["--devices", "2", "--num_nodes", "2", "--resume", "auto"]
     pods = wait_for(lambda: [p for p in k8s.list("Pod", {"batch.kubernetes.io/job-name": "pt-pretrain"})
                              if p["spec"].get("nodeName")] or None, "scheduled pretrain pods", timeout_s=30)
     indexes = sorted(p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] for p in pods)

@@ -144,7 +144,7 @@ def test_every_setting_is_a_chart_value(helm_bin, tmp_path):
     """A new operator setting must reach the chart (or be declared test-only here)."""
     values = {"runtime": {"hfEndpoint": "http://hub-mirror:8080", "imagePullSecrets": ["regcred"],
                           "defaultResources": {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"memory": "8Gi"}}},
-              "operator": {"logLevel": "DEBUG", "logTailLines": 7}}
+              "operator": {"logLevel": "DEBUG", "logTailLines": 7}, "fitCheck": {"gpuMemoryGB": 79.6}}
     env = container_env(render(helm_bin, tmp_path, values))
     set_by_chart = {name[len(ENV_PREFIX):].lower() for name in env if name.startswith(ENV_PREFIX)}
     assert set_by_chart == set(Settings.model_fields) - NOT_IN_CHART
@@ -153,6 +153,7 @@ def test_every_setting_is_a_chart_value(helm_bin, tmp_path):
     assert settings.image_pull_secrets == ["regcred"]
     assert settings.default_resources.model_dump(exclude_none=True)["limits"] == {"memory": "8Gi"}
     assert settings.log_level == "DEBUG" and settings.log_tail_lines == 7
+    assert settings.gpu_memory_gb == 79.6 and settings.metrics_port == 9090
 
 
 def test_single_replica_runs_standalone_without_peering_objects(helm_bin, tmp_path):

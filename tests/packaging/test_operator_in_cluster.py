@@ -19,8 +19,7 @@ ON_EXEC_NODE = {
     "nodeSelector": {"node.litgpt.dev/mode": "exec"},
     "tolerations": [{"key": "node.litgpt.dev/exec", "operator": "Exists", "effect": "NoSchedule"}],
 }
-import os
-LAUNCH = os.environ.get("LITGPT_TEST_OPERATOR_LAUNCH", "-m litgpt_operator").split()
+LAUNCH = ["-m", "litgpt_operator"]  # the operator's console script, as the image's entrypoint runs it
 PLURAL = {"LitGPTModel": "litgptmodels", "FinetuneJob": "finetunejobs", "ModelServer": "modelservers",
           "PretrainJob": "pretrainjobs"}
 
@@ -203,7 +202,8 @@ def test_two_replicas_with_peering_do_the_work_once_and_fail_over(kube, namespac
         env["KUBECONFIG"] = str(service_account_kubeconfig(kube, namespace, f"{release}-litgpt-operator",
                                                            tmp_path / "sa.kubeconfig"))
         for name in ("a", "b"):
-            replicas.append(Replica(name, {**env, "LITGPT_OPERATOR_HEALTH_PORT": str(free_port())},
+            ports = {"LITGPT_OPERATOR_HEALTH_PORT": str(free_port()), "LITGPT_OPERATOR_METRICS_PORT": str(free_port())}
+            replicas.append(Replica(name, {**env, **ports},
                                     tmp_path / f"replica-{name}.log"))
         # Both replicas keep their keep-alive in the peering object; kopf starts paused and only the
         # replica with the highest priority resumes.

@@ -62,6 +62,15 @@ def test_objects_by_phase_and_training_progress():
     assert value(text, "litgpt_training_loss", kind="FinetuneJob", namespace="a", name="one") == 0
 
 
+def test_a_taken_port_does_not_stop_the_operator(caplog):
+    with socket.socket() as sock:
+        sock.bind(("0.0.0.0", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        metrics.serve_once(port)  # logs, does not raise
+    assert "not started" in caplog.text
+
+
 def test_served_over_http():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -3,8 +3,6 @@ a user gets for broken files."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from finetune_tiny import RECORDS, write_records

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from finetune_tiny import RECORDS, make_checkpoint, write_records
+from finetune_tiny import make_checkpoint, write_records
 from litgpt.errors import UserError
 from litgpt.train.args import EvalArgs, TrainArgs
 from litgpt.train.data import JSON

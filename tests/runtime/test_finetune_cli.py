@@ -35,6 +35,9 @@ def test_finetune_then_generate_then_resume(litgpt, base_dir, tmp_path):
 
     gen = litgpt("generate", str(out / "final"), "--prompt", "Name the animal.", "--max_new_tokens", "5")
     assert gen.returncode == 0, gen.stderr
+    export = litgpt("convert_to_hf", str(out / "final"), "--out_dir", str(tmp_path / "hf"))
+    assert export.returncode == 0, export.stderr
+    assert (tmp_path / "hf" / "config.json").is_file() and (tmp_path / "hf" / "model.safetensors").is_file()
 
     # --resume auto continues from the newest checkpoint (step 3) up to the new limit
     again = litgpt("finetune", str(base_dir), "--data.json_path", str(data), "--out_dir", str(out),

@@ -150,3 +150,12 @@ def test_cli_generate_accepts_a_checkpoint_path(litgpt, tiny):
                     "--top_k", "20", "--top_p", "0.9", "--device", "cpu", "--precision", "32-true")
     assert result.returncode == 0, result.stderr
     assert "tokens/sec" in result.stderr
+
+
+def test_inference_mode_does_not_leak_into_the_callers_code(tiny):
+    """Regression: a `with torch.inference_mode()` around the loop stayed on while the generator
+    was suspended, so the caller's tensors between tokens became inference tensors."""
+    _, ours_dir, _ = tiny
+    model = load_model(ours_dir)
+    for _ in generate_tokens(model, [5, 17, 42], 3, temperature=0.0):
+        assert not torch.is_inference_mode_enabled()

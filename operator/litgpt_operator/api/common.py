@@ -156,6 +156,15 @@ class StatusBase(ApiModel):
     )
 
 
+class TrainingProgress(ApiModel):
+    """Figures of the runtime's latest step line."""
+
+    step: int = Field(description="Optimizer step.", ge=0)
+    total_steps: Optional[int] = Field(None, description="Steps the run will take, when known.", ge=0)
+    loss: Optional[float] = Field(None, description="Training loss at that step (absent when not finite).")
+    tokens_per_second: int = Field(description="Training throughput.", ge=0)
+
+
 class JobStatus(StatusBase):
     """Status of a kind that runs to completion in a Kubernetes Job."""
 
@@ -166,6 +175,12 @@ class JobStatus(StatusBase):
     completion_time: Optional[str] = Field(
         None, description="When the Job finished (RFC 3339).", json_schema_extra={"format": "date-time"}
     )
+    attempts: Optional[int] = Field(
+        None, description="Pods started for the work so far (more than 1: it was resumed after an eviction or a failure).", ge=0
+    )
+    current_pod: Optional[str] = Field(None, description="The newest pod of the Job.")
+    resumed_step: Optional[int] = Field(None, description="Optimizer step the current attempt resumed from (auto-resume).", ge=0)
+    progress: Optional[TrainingProgress] = Field(None, description="Latest training figures from the runtime's log (about once a minute).")
 
 
 def gpus_field(description: str, default: int = 1) -> Any:

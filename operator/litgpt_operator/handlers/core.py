@@ -17,7 +17,7 @@ from typing import Callable, Optional
 
 from kubernetes.client.rest import ApiException
 
-from litgpt_operator import kube, status
+from litgpt_operator import kube, metrics, status
 from litgpt_operator.api import BY_KIND, KindInfo
 from litgpt_operator.settings import Settings, current
 
@@ -59,10 +59,13 @@ def refresh(kind: KindInfo, namespace: str, name: str, apply_children: bool = Fa
         for _ in range(_CONFLICT_RETRIES):
             body = kube.get(kind.kind, namespace, name)
             if body is None or body["metadata"].get("deletionTimestamp"):
+                metrics.record(kind.kind, namespace, name, None)
                 return None
-            observed = RECONCILERS[kind.kind](body, settings, apply_children)
+            with metrics.reconciling(kind.kind):
+                observed = RECONCILERS[kind.kind](body, settings, apply_children)
             try:
                 write_status(body, observed)
+                metrics.record(kind.kind, namespace, name, observed.phase, observed.fields.get("progress"))
                 return observed
             except ApiException as error:
                 if error.status != 409:

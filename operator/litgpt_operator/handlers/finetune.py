@@ -15,6 +15,8 @@ from litgpt_operator.handlers.jobs import (
     spec_change_condition,
     start_job,
 )
+from litgpt_operator import fitcheck
+from litgpt_operator.handlers import production
 from litgpt_operator.settings import Settings
 from litgpt_operator.status import Cond, Observed
 
@@ -33,12 +35,18 @@ def reconcile_finetune(body: dict, settings: Settings, apply_children: bool) -> 
             waiting = Cond.of("Succeeded", False, "WaitingForModel", model.message)
             return Observed("Waiting", [model_ready, waiting], fields, waiting_for=model.message)
         checkpoint = ModelCheckpoint.from_body(model.body)
-        job, state = start_job(parent.namespace, build_finetune_children(parent, spec, checkpoint, settings), settings)
+        fit = production.fit_condition(body, checkpoint.repo_id, spec.method, spec, settings, spec.lora)
+        if production.refuses(fit):
+            return Observed("Failed", [model_ready, *production.refused_conditions(fit)], fields)
+        children = production.prepare_children(body, build_finetune_children(parent, spec, checkpoint, settings), True)
+        job, state = start_job(parent.namespace, children, settings)
     else:
+        fit = production.previous_condition(body, fitcheck.CONDITION)
         model_ready = Cond.of("ModelReady", True, "ModelReady", f"LitGPTModel {spec.model_ref.name} was Ready "
                                                                 f"when Job {name} was created.")
     outcome = job_conditions(state)
     fields.update(output_fields(job), startTime=state.start_time, completionTime=state.completion_time)
     spec_change = spec_change_condition("FinetuneJob", parent.generation, job, state)
-    conditions = [model_ready, *outcome.conditions] + ([spec_change] if spec_change else [])
+    fields.update(production.training_fields(parent.namespace, name, body.get("status") or {}, state.phase == "Running"))
+    conditions = [model_ready, *([fit] if fit else []), *outcome.conditions] + ([spec_change] if spec_change else [])
     return Observed(outcome.phase, conditions, fields)

@@ -8,6 +8,7 @@ from litgpt_operator.builders.model import build_cache_claim, build_download_job
 from litgpt_operator.builders.sources import checkpoint_path
 from litgpt_operator.handlers.core import reconciler
 from litgpt_operator.handlers.jobs import job_conditions, read_job, spec_change_condition, start_job
+from litgpt_operator.handlers import production
 from litgpt_operator.settings import Settings
 from litgpt_operator.status import Cond, Observed
 
@@ -22,7 +23,7 @@ def reconcile_model(body: dict, settings: Settings, apply_children: bool) -> Obs
     job, state = read_job(parent.namespace, job_name, settings)
     if job is None:
         children = [c for c in (build_cache_claim(parent, spec), build_download_job(parent, spec, settings)) if c]
-        job, state = start_job(parent.namespace, children, settings)
+        job, state = start_job(parent.namespace, production.prepare_children(body, children, False), settings)
     outcome = job_conditions(state, "Ready", {"Running": "Downloading", "Succeeded": "Ready"})
     if state.phase == "Succeeded":
         outcome.conditions[0] = Cond.of(

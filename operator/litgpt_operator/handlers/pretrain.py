@@ -16,6 +16,8 @@ from litgpt_operator.handlers.jobs import (
     spec_change_condition,
     start_job,
 )
+from litgpt_operator import fitcheck
+from litgpt_operator.handlers import production
 from litgpt_operator.settings import Settings
 from litgpt_operator.status import Cond, Observed
 
@@ -41,12 +43,22 @@ def reconcile_pretrain(body: dict, settings: Settings, apply_children: bool) -> 
                 return Observed("Waiting", waiting, fields, waiting_for=model.message)
             resolved[role] = ModelCheckpoint.from_body(model.body)
         sources = PretrainSources(**resolved)
-        job, state = start_job(parent.namespace, build_pretrain_children(parent, spec, sources, settings), settings)
+        model = spec.model_config_ or (resolved["initial"].repo_id if "initial" in resolved else spec.model_name)
+        fit = production.fit_condition(body, model, "full", spec, settings)
+        if production.refuses(fit):
+            return Observed("Failed", [*conditions, *production.refused_conditions(fit)], fields)
+        children = production.prepare_children(body, build_pretrain_children(parent, spec, sources, settings), True)
+        job, state = start_job(parent.namespace, children, settings)
+        conditions += [fit] if fit else []
+    else:
+        fit = production.previous_condition(body, fitcheck.CONDITION)
+        conditions += [fit] if fit else []
     if spec.initial_checkpoint or spec.tokenizer_ref:
         conditions.append(Cond.of("ModelReady", True, "ModelReady", "The referenced LitGPTModels were Ready "
                                                                    f"when Job {name} was created."))
     outcome = job_conditions(state)
     fields.update(output_fields(job), startTime=state.start_time, completionTime=state.completion_time)
     spec_change = spec_change_condition("PretrainJob", parent.generation, job, state)
+    fields.update(production.training_fields(parent.namespace, name, body.get("status") or {}, state.phase == "Running"))
     conditions += outcome.conditions + ([spec_change] if spec_change else [])
     return Observed(outcome.phase, conditions, fields)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import random
+
 import kopf
 
-from litgpt_operator import kube
+from litgpt_operator import kube, metrics
 from litgpt_operator import settings as litgpt_settings
 
 
@@ -23,6 +25,11 @@ def configure(settings: kopf.OperatorSettings, logger, **_) -> None:
     # "failed temporarily: waiting for the model") would only repeat them.
     settings.posting.enabled = False
     settings.peering.standalone = ours.standalone
+    # Replicas of one Deployment share their settings; kopf pauses every peer of equal priority,
+    # so each process draws its own: the highest works, the others stand by (issue 5, HA).
+    settings.peering.priority = random.randint(1, 2**31 - 1)
+    if ours.metrics_port:
+        metrics.serve_once(ours.metrics_port)
     if not ours.standalone:
         settings.peering.name = ours.peering_name
     if ours.watch_server_timeout_seconds:
@@ -36,4 +43,29 @@ def configure(settings: kopf.OperatorSettings, logger, **_) -> None:
 def login(**kwargs):
     """In a pod: the service account; elsewhere: $KUBECONFIG as it is now (kopf's default login
     through the client library would use the path the library read at import time)."""
-    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+    info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+    return with_kubeconfig_token_file(info)
+
+
+def with_kubeconfig_token_file(info):
+    """kopf's kubeconfig login reads `token` but not `tokenFile` (kubectl and the client library read
+    both): without this, a kubeconfig with a token file logs in as system:anonymous."""
+    if info is None or info.token or info.certificate_path or info.certificate_data:
+        return info
+    import dataclasses
+    import os
+
+    import yaml
+
+    for path in filter(None, os.environ.get("KUBECONFIG", os.path.expanduser("~/.kube/config")).split(os.pathsep)):
+        try:
+            with open(path) as f:
+                config = yaml.safe_load(f) or {}
+        except OSError:
+            continue
+        context = next((c["context"] for c in config.get("contexts") or [] if c["name"] == config.get("current-context")), {})
+        user = next((u.get("user") or {} for u in config.get("users") or [] if u["name"] == context.get("user")), {})
+        if user.get("tokenFile"):
+            with open(user["tokenFile"]) as f:
+                return dataclasses.replace(info, token=f.read().strip())
+    return info

@@ -105,3 +105,27 @@ def hf_config_from_ours(config: Config) -> dict[str, Any]:
     if family == "qwen2":
         hf["attention_bias"] = True
     return hf
+
+
+def main(checkpoint_dir: Path, out_dir: Path | None = None) -> None:
+    """Export a checkpoint (downloaded or finetuned) as a Hugging Face folder that transformers,
+    vLLM, TGI and KServe load.
+
+    Args:
+        checkpoint_dir: A complete checkpoint folder (e.g. out/finetune/lora/final).
+        out_dir: Where to write the Hugging Face folder (default: <checkpoint_dir>/hf).
+    """
+    from litgpt.checkpoint import is_complete
+
+    checkpoint_dir = Path(checkpoint_dir)
+    if (checkpoint_dir / "lit_lora.safetensors").is_file():
+        raise UserError(f"{checkpoint_dir} holds unmerged LoRA weights; run `litgpt merge_lora {checkpoint_dir}` first.")
+    if (checkpoint_dir / "peft.yaml").is_file():
+        raise UserError(
+            f"{checkpoint_dir} is an adapter finetune: its extra layers have no Hugging Face equivalent. "
+            "Finetune with LoRA (merged) or full to export."
+        )
+    if not is_complete(checkpoint_dir):
+        raise UserError(f"{checkpoint_dir} is not a complete checkpoint (no .litgpt_complete.json).")
+    out = convert_to_hf(checkpoint_dir, out_dir or checkpoint_dir / "hf")
+    print(f"Wrote the Hugging Face model to {out}")

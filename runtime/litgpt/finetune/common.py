@@ -196,8 +196,6 @@ def materialize_new_parameters(model: Any) -> None:
 
 def _main(fabric: Any, method: Method, base_dir: Path, out_dir: Path, data: FinetuneData, train: TrainArgs,
           eval: EvalArgs, seed: int, resume: Resume, hparams: dict[str, Any], precision: str) -> None:
-    import torch
-
     from litgpt.tokenizer import Tokenizer
     from litgpt.train.batches import IndexedBatches
     from litgpt.train.data import pad_collate
@@ -240,6 +238,7 @@ def _main(fabric: Any, method: Method, base_dir: Path, out_dir: Path, data: Fine
         batches_per_epoch=batches.batches_per_epoch(), trainable_only_checkpoints=method.trainable_only_checkpoints,
         checkpoint_files=lambda folder: write_hparams(folder, hparams), loss_fn=loss_fn)
 
+    del optimizer  # its moments are no longer needed: free them before writing the output
     state_dict = full_state_dict(fabric, model, out_dir)
     if fabric.global_rank == 0:
         from litgpt.checkpoint import WEIGHTS_FILE, load_state_dict

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal, Optional, Union
 
 from litgpt.finetune.common import (
-    HPARAMS_FILE, Method, OutputContext, Quantize, Resume, check_common, hyperparameters, run, save_complete,
+    Method, OutputContext, Quantize, Resume, check_common, hyperparameters, run, save_complete,
     write_hparams, write_template,
 )
 from litgpt.train.args import EvalArgs, TrainArgs

@@ -186,8 +186,18 @@ def save_training_state(fabric: Any, out_dir: Path, model, optimizer, state: Loo
     names = {_strip(n) for n, p in model.named_parameters() if p.requires_grad}
     # Frozen base weights are already in the base checkpoint: store only what training changes.
     model_filter = (lambda key, _value: _strip(key) in names) if trainable_only else None
-    payload = {"model": model, "optimizer": optimizer, "loop": asdict(state)}
-    fabric.save(tmp / STATE_FILE, payload, filter={"model": model_filter} if model_filter else None)
+    from lightning.fabric.strategies import FSDPStrategy
+
+    if isinstance(fabric.strategy, FSDPStrategy):  # gathers the shards: Fabric knows how
+        payload = {"model": model, "optimizer": optimizer, "loop": asdict(state)}
+        fabric.save(tmp / STATE_FILE, payload, filter={"model": model_filter} if model_filter else None)
+    elif fabric.global_rank == 0:
+        # Same layout as fabric.save (so fabric.load reads it), but streamed straight to the file:
+        # fabric.save serialises into an in-memory buffer first, which for full finetuning is a
+        # transient second copy of weights + optimizer state (the run's memory peak).
+        module = getattr(model, "module", model)
+        weights = {k: v for k, v in module.state_dict().items() if model_filter is None or model_filter(k, v)}
+        torch.save({"model": weights, "optimizer": optimizer.state_dict(), "loop": asdict(state)}, tmp / STATE_FILE)
     if fabric.global_rank == 0:
         if extra_files is not None:
             extra_files(tmp)
