@@ -1,6 +1,6 @@
 """Greedy generation speed: our `litgpt generate` side by side with the real `litgpt` package.
 
-    .venv/bin/python benchmarks/bench_generate.py                    # SmolLM2-135M, CPU, 2 threads
+    .venv/bin/python benchmarks/bench_generate.py                    # SmolLM2-135M, CPU, 1 thread
     .venv/bin/python benchmarks/bench_generate.py --model pythia-70m --threads 4 --compile
 
 What it does (everything under benchmarks/.work/, git-ignored):
@@ -183,7 +183,7 @@ def main() -> None:
     parser.add_argument("--litgpt_version", default="0.5.13")
     parser.add_argument("--prompt_tokens", type=int, default=32)
     parser.add_argument("--max_new_tokens", type=int, default=128)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--samples", type=int, default=3, help="timed samples per run (after one warm-up)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating runs of each tool")
     parser.add_argument("--compile", action="store_true", help="torch.compile in both tools")

@@ -61,22 +61,6 @@ def without_tmp_mount(job: dict) -> None:
         container["volumeMounts"] = [m for m in container["volumeMounts"] if m["name"] != "tmp"]
 
 
-def report_terminal_status(kube, namespace: str, pod: str) -> None:
-    """What a kubelet writes when a deleted pod's container has exited: phase Failed, exit code 143.
-    The exec node deletes the pod without it, and the Job controller (which keeps a finalizer on
-    the pod) waits for a terminal phase before it applies the podFailurePolicy."""
-    live = json.loads(kube.kubectl("get", "pod", pod, "-n", namespace, "-o", "json"))
-    if live["status"].get("phase") in ("Failed", "Succeeded"):
-        return  # the node did it
-    started = live["status"].get("startTime")
-    status = {"status": {"phase": "Failed", "containerStatuses": [{
-        "name": "litgpt", "ready": False, "restartCount": 0, "image": live["spec"]["containers"][0]["image"],
-        "imageID": "", "started": False,
-        "state": {"terminated": {"exitCode": 143, "reason": "Error", "startedAt": started,
-                                 "finishedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}}}]}}
-    kube.kubectl("patch", "pod", pod, "-n", namespace, "--subresource=status", "--type=merge", "-p", json.dumps(status))
-
-
 def job_pods(kube, namespace: str, job: str) -> list[dict]:
     out = kube.kubectl("get", "pods", "-n", namespace, "-l", f"batch.kubernetes.io/job-name={job}", "-o", "json")
     return sorted(json.loads(out)["items"], key=lambda p: p["metadata"]["creationTimestamp"])
@@ -134,7 +118,6 @@ def test_evicted_training_pod_resumes_from_its_checkpoint(kube, namespace, volum
     assert any(c["type"] == "DisruptionTarget" and c["status"] == "True" for c in evicted["status"]["conditions"])
 
     wait_for(lambda: "Stopped by SIGTERM" in pod_log(kube, namespace, first), "the evicted run to stop at a checkpoint")
-    report_terminal_status(kube, namespace, first)
 
     # Second attempt: a new pod, which resumes from the checkpoint saved on SIGTERM.
     second = wait_for(lambda: next((p["metadata"]["name"] for p in job_pods(kube, namespace, job_name)

@@ -68,7 +68,8 @@ class Cluster:
         pv = {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"{self.namespace}-{name}"},
               "spec": {"capacity": {"storage": "10Gi"}, "accessModes": ["ReadWriteOnce", "ReadWriteMany", "ReadOnlyMany"],
                        "persistentVolumeReclaimPolicy": "Delete",
-                       "hostPath": {"path": f"/var/tmp/litgpt-test-volumes/{self.namespace}/{name}"},
+                       # nothing runs on it: the download pod goes to a simulated node
+                       "hostPath": {"path": f"/tmp/litgpt-test-volumes/{self.namespace}/{name}"},
                        "claimRef": {"namespace": self.namespace, "name": name}}}
         self.kube.kubectl("apply", "-f", "-", input=json.dumps(pv))
         self.apply({"apiVersion": API, "kind": "LitGPTModel", "metadata": {"name": name},
@@ -100,9 +101,6 @@ def cluster(kube, namespace, chart_crds, metrics_port, tmp_path):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(10)
-        import shutil
-
-        shutil.rmtree(f"/var/tmp/litgpt-test-volumes/{namespace}", ignore_errors=True)
 
 
 def finetune(name: str, model: str, labels: dict | None = None, annotations: dict | None = None, **spec) -> dict:

@@ -190,7 +190,13 @@ def test_two_processes_train_together_from_the_torch_distributed_environment(ass
                         RANK=str(rank), OMP_NUM_THREADS="1")
         procs.append(subprocess.Popen(_cli_args(assets, out), env=env, stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, text=True))
-    outputs = [p.communicate(timeout=400)[0] for p in procs]
+    try:
+        outputs = [p.communicate(timeout=400)[0] for p in procs]
+    finally:
+        for p in procs:  # a hung rendezvous must not outlive the test
+            if p.poll() is None:
+                p.kill()
+                p.wait()
     assert [p.returncode for p in procs] == [0, 0], outputs
     assert "on each of 2 process(es)" in outputs[0]
     assert (out / "final" / ".litgpt_complete.json").is_file() and (out / "step-000004").is_dir()

@@ -3,6 +3,7 @@ the official `openai` client (plain + streaming), concurrency, errors, disconnec
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
@@ -130,6 +131,7 @@ def server(checkpoint, tmp_path_factory):
         [*litgpt_command(), "serve", MODEL, "--checkpoint_root_dir", str(root), "--port", str(port),
          "--max_batch_size", "8", "--temperature", "0", "--max_new_tokens", "16", "--max_seq_length", "256"],
         stdout=log, stderr=subprocess.STDOUT, env=clean_env(tmp_path_factory.mktemp("hf"), HF_HUB_OFFLINE="1"),
+        start_new_session=True,  # its own process group: teardown can reach LitServe's children too
     )
     url = f"http://127.0.0.1:{port}"
     import requests
@@ -144,9 +146,15 @@ def server(checkpoint, tmp_path_factory):
             pass
         assert time.time() < deadline, "server did not become healthy"
         time.sleep(0.5)
-    yield {"url": url, "proc": proc, "log": Path(log.name), "port": port}
-    if proc.poll() is None:
-        proc.kill()
+    try:
+        yield {"url": url, "proc": proc, "log": Path(log.name), "port": port}
+    finally:
+        # After a failed test (or -k without the SIGTERM test) the server may still run; its API
+        # process, multiprocessing manager and inference worker must not outlive the session.
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         proc.wait()
 
 
@@ -279,8 +287,16 @@ def test_client_disconnect_mid_stream_frees_its_slot(server, client):
 @pytest.mark.slow
 def test_sigterm_shuts_down_cleanly(server):
     proc = server["proc"]
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGTERM)  # to the main process only, as Kubernetes does
     assert proc.wait(timeout=60) == 0, server["log"].read_text()[-3000:]
+    deadline = time.time() + 15  # no child (API process, worker, manager, resource tracker) left behind
+    while True:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        assert time.time() < deadline, "processes of the server outlived it"
+        time.sleep(0.2)
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", server["port"]), timeout=2).close()
     assert "Traceback" not in server["log"].read_text()

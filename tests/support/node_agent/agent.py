@@ -25,6 +25,7 @@ from tests.support.node_agent.runtimes import Runtime, StartError
 from tests.support.node_agent.status import (
     ContainerRun,
     PodRun,
+    Termination,
     pod_status,
     should_restart,
     without_volatile,
@@ -267,9 +268,15 @@ class NodeAgent:
         # then removes the pod object for good; until then it stays Terminating.
         meta = run.pod["metadata"]
         self.finished.add(run.uid)
-        self._runtime(run).stop_pod(run, float(meta.get("deletionGracePeriodSeconds") or 30))
-        if not self._runtime(run).pod_stopped(run):
+        grace_s = float(meta.get("deletionGracePeriodSeconds") or 30)
+        runtime = self._runtime(run)
+        runtime.stop_pod(run, grace_s)
+        if not runtime.pod_stopped(run):
             return
+        # Like the kubelet, report the terminal status (phase, exit codes) before removing the
+        # pod: the Job controller keeps its finalizer on the pod until it has seen a terminal
+        # phase, and a podFailurePolicy needs the exit code and the DisruptionTarget condition.
+        self._report_final_status(run, grace_s)
         options = client.V1DeleteOptions(grace_period_seconds=0, preconditions=client.V1Preconditions(uid=run.uid))
         try:
             self.core.delete_namespaced_pod(meta["name"], meta["namespace"], body=options)
@@ -278,6 +285,32 @@ class NodeAgent:
                 raise
         self.runs.pop(run.uid, None)
         log.info("pod %s: deleted", _name(run.pod))
+
+    def _report_final_status(self, run: PodRun, grace_s: float) -> None:
+        now = time.time()
+        for container in run.containers:
+            if container.restart_at is not None:  # waiting out a back-off: it will not restart now
+                container.restart_at = None
+            if container.running:
+                ended = self._runtime(run).poll(run, container)
+                if ended is None:  # the runtime cannot tell (simulated): killed, as by a signal
+                    ended = Termination(143 if grace_s > 0 else 137, container.started_at or now, now)
+                container.running = False
+                container.ready = False
+                container.terminated = ended
+        status = pod_status(run)
+        if status["phase"] not in ("Succeeded", "Failed"):
+            # Containers that never started, or a pod stopped mid-way, still end Failed.
+            status["phase"] = "Failed"
+        meta = run.pod["metadata"]
+        body = {"metadata": {"uid": run.uid}, "status": status}
+        try:
+            self.core.patch_namespaced_pod_status(meta["name"], meta["namespace"], body, _content_type=MERGE_PATCH)
+        except ApiException as error:
+            if error.status not in (404, 409):
+                raise
+        run.last_status = status
+        log.info("pod %s: %s (deleted)", _name(run.pod), status["phase"])
 
     def _advance_containers(self, run: PodRun) -> None:
         if run.init_failed():

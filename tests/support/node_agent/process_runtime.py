@@ -68,6 +68,7 @@ class ProcessRuntime:
         self.api_server = api_server
         self.procs: dict[tuple[str, str], _Proc] = {}
         self._volumes: dict[str, dict[str, Path]] = {}  # pod uid → volume name → folder
+        self._ended: dict[tuple[str, str], Termination] = {}  # stopped pods' containers, until polled
 
     # -- the Runtime protocol -----------------------------------------------------------------
 
@@ -111,7 +112,7 @@ class ProcessRuntime:
     def poll(self, run: PodRun, container: ContainerRun) -> Termination | None:
         proc = self.procs.get((run.uid, container.name))
         if proc is None:
-            return None
+            return self._ended.pop((run.uid, container.name), None)
         code = proc.popen.poll()
         if code is None:
             return None
@@ -133,6 +134,11 @@ class ProcessRuntime:
                 _signal_group(proc.popen.pid, signal.SIGKILL)
         if self.pod_stopped(run):
             for key in [k for k in self.procs if k[0] == run.uid]:
+                # Keep how it ended: the agent reports the exit code before deleting the pod.
+                running = any(c.name == key[1] and c.running for c in run.containers)
+                ended = self.poll(run, ContainerRun(key[1], "")) if running else None
+                if ended is not None:
+                    self._ended[key] = ended
                 del self.procs[key]
             self._volumes.pop(run.uid, None)
 
