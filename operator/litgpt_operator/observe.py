@@ -89,6 +89,21 @@ def first_problem(pods: list[dict]) -> Optional[PodProblem]:
     return (terminated or problems or [None])[0]
 
 
+_DIGEST = re.compile(r"weights digest: (sha256:[0-9a-f]{64})")
+
+
+def reported_digest(pods: list[dict]) -> Optional[str]:
+    """The checkpoint digest a successful download left in its termination message
+    (`litgpt download` writes `weights digest: sha256:<hex>` to the termination log)."""
+    for pod in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "", reverse=True):
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            term = (cs.get("state") or {}).get("terminated") or {}
+            found = _DIGEST.search(term.get("message") or "") if term.get("exitCode") == 0 else None
+            if found:
+                return found.group(1)
+    return None
+
+
 @dataclass(frozen=True)
 class JobState:
     phase: str  # Pending | Running | Succeeded | Failed | Suspended

@@ -51,12 +51,14 @@ def resolve_checkpoint_dir(repo_id_or_path: str | Path, checkpoint_root_dir: str
     """The complete checkpoint folder for a repo id (or short name, or folder path).
 
     Raises UserError with the `litgpt download <repo_id>` command to run when the folder is
-    missing or incomplete.
+    missing or incomplete. With $LITGPT_EXPECTED_DIGEST set, the weights are re-hashed and
+    checked against it first (`verify_expected`).
     """
     text = str(repo_id_or_path)
     as_path = Path(text).expanduser()
     if as_path.is_dir() and (is_complete(as_path) or not _looks_like_repo_id(text)):
         if is_complete(as_path):
+            verify_expected(as_path)
             return as_path
         repo_hint = _repo_id_of(as_path, checkpoint_root_dir)
         raise UserError(
@@ -75,6 +77,7 @@ def resolve_checkpoint_dir(repo_id_or_path: str | Path, checkpoint_root_dir: str
         repo_id = preset["hf_repo_id"]
     folder = checkpoint_dir_for(repo_id, checkpoint_root_dir)
     if is_complete(folder):
+        verify_expected(folder)
         return folder
     if folder.exists():
         raise UserError(
@@ -180,6 +183,66 @@ def verify(checkpoint_dir: str | Path) -> None:
                 f"{name} in {str(checkpoint_dir)!r} is corrupted (its sha256 differs from the one recorded when "
                 f"it was written). Delete the folder and run {redo} again."
             )
+
+
+# --- digest: one identity for the whole checkpoint ------------------------------------------------
+EXPECTED_DIGEST_ENV = "LITGPT_EXPECTED_DIGEST"
+DIGEST_PREFIX = "sha256:"
+_verified: dict[Path, str] = {}  # folders already hashed in this process (serve workers resolve often)
+
+
+def digest_of(files: dict[str, str]) -> str:
+    """`sha256:<hex>` over the sorted `name:sha256` lines of the weight files."""
+    lines = "".join(f"{name}:{sha}\n" for name, sha in sorted(files.items()))
+    return DIGEST_PREFIX + hashlib.sha256(lines.encode()).hexdigest()
+
+
+def checkpoint_digest(checkpoint_dir: str | Path) -> str:
+    """The checkpoint's digest from the hashes its marker recorded (cheap: nothing is re-read)."""
+    marker = read_marker(checkpoint_dir)
+    if marker is None:
+        raise UserError(f"{str(checkpoint_dir)!r} is not a complete checkpoint (no {COMPLETE_MARKER}).")
+    return digest_of(marker["files"])
+
+
+def verify_digest(checkpoint_dir: str | Path, expected: str) -> None:
+    """Re-hash every weight file (this reads the whole model: seconds per GB) and check them
+    against the marker and the whole against `expected`. UserError naming what differs."""
+    checkpoint_dir = Path(checkpoint_dir)
+    expected = expected.strip()
+    if not expected.startswith(DIGEST_PREFIX):
+        expected = DIGEST_PREFIX + expected
+    if _verified.get(checkpoint_dir.resolve()) == expected:
+        return
+    verify(checkpoint_dir)  # names the corrupted file
+    actual = checkpoint_digest(checkpoint_dir)
+    if actual != expected:
+        marker = read_marker(checkpoint_dir) or {}
+        redo = f"`litgpt download {marker['repo_id']}`" if marker.get("repo_id") else "the download"
+        raise UserError(
+            f"The checkpoint in {str(checkpoint_dir)!r} has digest {actual}, not the expected {expected} "
+            f"({EXPECTED_DIGEST_ENV}): its files were replaced since the model was downloaded. Delete the "
+            f"folder and run {redo} again."
+        )
+    _verified[checkpoint_dir.resolve()] = expected
+
+
+def verify_expected(checkpoint_dir: str | Path) -> None:
+    """`verify_digest` against $LITGPT_EXPECTED_DIGEST when it is set (the operator sets it from
+    LitGPTModel.status.digest); nothing otherwise, since hashing a large model takes a while."""
+    expected = os.environ.get(EXPECTED_DIGEST_ENV, "").strip()
+    if expected:
+        _say_verifying(checkpoint_dir)
+        verify_digest(checkpoint_dir, expected)
+
+
+def _say_verifying(checkpoint_dir: str | Path) -> None:
+    import sys
+
+    if Path(checkpoint_dir).resolve() not in _verified:
+        size = sum(f.stat().st_size for f in weight_files(checkpoint_dir)) / 1e9
+        print(f"Verifying the sha256 of {str(checkpoint_dir)!r} ({size:.1f} GB) against {EXPECTED_DIGEST_ENV} ...",
+              file=sys.stderr, flush=True)
 
 
 # --- load and save ------------------------------------------------------------------------------

@@ -230,6 +230,7 @@ def main(
     final = root / repo_id
     if not force and is_complete(final):
         _say(f"{repo_id} is already complete in {final}; nothing to do.")
+        report_digest(final)
         return final
     if is_offline():
         raise UserError(
@@ -245,7 +246,29 @@ def main(
     convert_and_publish(repo_id, commit, hf_dir, final, dtype, root)
     _remove_download(root, repo_id)
     _say(f"Done: {final}")
+    report_digest(final)
     return final
+
+
+TERMINATION_LOG_ENV = "LITGPT_TERMINATION_LOG"
+DEFAULT_TERMINATION_LOG = Path("/dev/termination-log")
+
+
+def report_digest(checkpoint_dir: Path) -> str:
+    """Print the checkpoint's digest and leave it in the container's termination log, where the
+    operator reads it (pod status `terminated.message`) into LitGPTModel.status.digest."""
+    from litgpt.checkpoint import checkpoint_digest
+
+    digest = checkpoint_digest(checkpoint_dir)
+    print(f"weights digest: {digest}", flush=True)
+    target = os.environ.get(TERMINATION_LOG_ENV) or (
+        str(DEFAULT_TERMINATION_LOG) if DEFAULT_TERMINATION_LOG.exists() and os.access(DEFAULT_TERMINATION_LOG, os.W_OK) else "")
+    if target:
+        try:
+            Path(target).write_text(f"weights digest: {digest}\n")
+        except OSError as exc:  # the digest is a bonus: never fail a finished download over it
+            _say(f"Could not write the digest to {target}: {exc.strerror}")
+    return digest
 
 
 def _remove_download(root: Path, repo_id: str) -> None:

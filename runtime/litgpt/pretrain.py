@@ -159,6 +159,9 @@ def _check_initial(initial_checkpoint_dir: Optional[Path]) -> Optional[Path]:
     if not is_complete(path):
         raise UserError(f"--initial_checkpoint_dir {str(path)!r} is not a complete checkpoint folder "
                         "(it needs model.safetensors, model_config.yaml and .litgpt_complete.json).")
+    from litgpt.checkpoint import verify_expected
+
+    verify_expected(path)  # with $LITGPT_EXPECTED_DIGEST (set by the operator): the weights are intact
     return path
 
 

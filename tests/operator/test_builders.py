@@ -265,3 +265,46 @@ def test_continued_pretraining_takes_the_checkpoints_architecture():
     assert "--model_config" not in command
     # the tokenizer defaults to the initial checkpoint's
     assert command[command.index("--tokenizer_dir") + 1] == "/models/checkpoints/EleutherAI/pythia-14m"
+
+
+# --- weight integrity ---------------------------------------------------------------------------
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+def _env(obj: dict) -> dict[str, str]:
+    return {e["name"]: e.get("value") for e in container(obj)["env"]}
+
+
+def test_model_status_digest_reaches_the_pods_that_load_its_weights():
+    body = {"metadata": {"name": "pythia"}, "spec": {"repoId": "EleutherAI/pythia-14m",
+                                                     "checkpointRootPVC": {"claimName": "model-cache"}},
+            "status": {"phase": "Ready", "digest": DIGEST}}
+    checked = ModelCheckpoint.from_body(body)
+    assert checked.digest == DIGEST
+    job = finetune.build_finetune_job(parent("FinetuneJob"), finetune_spec(), checked, SETTINGS)
+    assert _env(job)["LITGPT_EXPECTED_DIGEST"] == DIGEST
+    serve_spec = MODEL_SERVER.parse_spec({"spec": {"modelRef": {"name": "pythia"}}})
+    deployment = server.build_deployment(parent("ModelServer"), serve_spec, ServeSource(checked), SETTINGS)
+    assert _env(deployment)["LITGPT_EXPECTED_DIGEST"] == DIGEST
+    pretrain_spec = PRETRAIN_JOB.parse_spec({"spec": {
+        "fromScratch": False, "initialCheckpoint": {"name": "pythia"}, "gpusPerNode": 0,
+        "data": {"file": {"claimName": "corpus", "path": "text"}}}})
+    children = pretrain.build_pretrain_children(parent("PretrainJob", "pt"), pretrain_spec, PretrainSources(initial=checked), SETTINGS)
+    job = next(c for c in children if c["kind"] == "Job")
+    assert _env(job)["LITGPT_EXPECTED_DIGEST"] == DIGEST
+
+
+def test_no_digest_no_verification_and_finetune_outputs_are_not_checked_against_the_base():
+    job = finetune.build_finetune_job(parent("FinetuneJob"), finetune_spec(), CHECKPOINT, SETTINGS)
+    assert "LITGPT_EXPECTED_DIGEST" not in _env(job)  # a model downloaded before digests existed
+    checked = ModelCheckpoint("pythia", "EleutherAI/pythia-14m", "model-cache", DIGEST)
+    spec = MODEL_SERVER.parse_spec({"spec": {"finetuneRef": {"name": "ft"}}})
+    deployment = server.build_deployment(parent("ModelServer"), spec,
+                                         ServeSource(checked, OutputLocation("results", "finetunes/ft")), SETTINGS)
+    assert "LITGPT_EXPECTED_DIGEST" not in _env(deployment)
+
+
+def test_download_job_names_its_termination_log():
+    job = model.build_download_job(parent("LitGPTModel"), model_spec(), SETTINGS)
+    assert _env(job)["LITGPT_TERMINATION_LOG"] == "/dev/termination-log"

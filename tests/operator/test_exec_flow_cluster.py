@@ -48,6 +48,11 @@ def test_download_finetune_serve_for_real(k8s, hub, monkeypatch):
         cache = claim_folder(k8s.kube.control_plane.state_dir / "node-agent", k8s.namespace, "cache")
         checkpoint = cache / model["status"]["checkpointPath"]
         assert (checkpoint / ".litgpt_complete.json").is_file() and (checkpoint / "model.safetensors").is_file()
+        # The download's digest (from its termination message) is in status, and the finetune pod
+        # verifies the weights against it before training.
+        from litgpt.checkpoint import checkpoint_digest
+
+        assert model["status"]["digest"] == checkpoint_digest(checkpoint)
 
         finetune = k8s.wait_phase("FinetuneJob", "tiny-lora", "Succeeded", timeout=300)
         final = cache / finetune["status"]["outputPath"] / "final"
@@ -66,6 +71,22 @@ def test_download_finetune_serve_for_real(k8s, hub, monkeypatch):
         with urllib.request.urlopen(request, timeout=60) as response:
             answer = json.load(response)
         assert isinstance(answer["choices"][0]["text"], str) and 1 <= answer["usage"]["completion_tokens"] <= 3
+
+        # A corrupted weight file: the next pod that loads the model stops, naming the file.
+        finetune_env = {e["name"]: e.get("value") for e in json.loads(k8s.kube.kubectl(
+            "get", "job", "tiny-lora-finetune", "-n", k8s.namespace, "-o", "json"))["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert finetune_env["LITGPT_EXPECTED_DIGEST"] == model["status"]["digest"]
+        weights = checkpoint / "model.safetensors"
+        data = bytearray(weights.read_bytes())
+        data[-1] ^= 0xFF
+        weights.write_bytes(bytes(data))
+        k8s.apply([{"apiVersion": API, "kind": "FinetuneJob", "metadata": {"name": "after-corruption"},
+                    "spec": {"modelRef": {"name": "tiny"}, "data": {"inline": json.dumps(RECORDS)}, "backoffLimit": 0,
+                             "train": {"maxSteps": 1, "globalBatchSize": 1, "microBatchSize": 1},
+                             "gpusPerNode": 0, "precision": "32-true", **ON_EXEC_NODE}}])
+        broken = k8s.wait_phase("FinetuneJob", "after-corruption", "Failed", timeout=180)
+        failed = condition(broken, "Failed")["message"]
+        assert "model.safetensors" in failed and "corrupted" in failed and "litgpt download" in failed, failed
     finally:
         runner.stop()
     assert not runner.crashes(), "\n".join(runner.crashes())

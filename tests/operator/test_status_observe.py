@@ -132,3 +132,17 @@ def test_operator_refuses_bad_settings_without_traceback():
     assert result.returncode == 2
     assert result.stderr.startswith("error: invalid operator settings: LITGPT_OPERATOR_LOG_FORMAT")
     assert "Traceback" not in result.stderr
+
+
+def test_reported_digest_reads_the_successful_download_termination_message():
+    digest = "sha256:" + "0f" * 32
+
+    def pod(name, created, code, message):
+        return {"metadata": {"name": name, "creationTimestamp": created}, "status": {"containerStatuses": [
+            {"name": "litgpt", "state": {"terminated": {"exitCode": code, "message": message}}}]}}
+
+    assert observe.reported_digest([pod("a", "2026-01-01T00:00:00Z", 0, f"weights digest: {digest}\n")]) == digest
+    # A failed attempt's log tail (FallbackToLogsOnError) is never taken for a digest.
+    assert observe.reported_digest([pod("b", "2026-01-01T00:00:00Z", 1, f"weights digest: {digest}")]) is None
+    assert observe.reported_digest([pod("c", "2026-01-01T00:00:00Z", 0, "Done")]) is None
+    assert observe.reported_digest([]) is None

@@ -89,3 +89,24 @@ def test_examples_are_accepted(k8s, path):
     out = k8s.kube.kubectl("apply", "--dry-run=server", "-n", k8s.namespace, "-f", str(path))
     kinds = {doc["kind"] for doc in yaml.safe_load_all(path.read_text())}
     assert all(kind.lower() in out for kind in kinds), out
+
+
+@pytest.mark.parametrize("base,change,field", [
+    (FINETUNE, {"method": "full"}, "method"),
+    (FINETUNE, {"modelRef": {"name": "other"}}, "modelRef"),
+    (FINETUNE, {"data": {"inline": "[{}]"}}, "data"),
+    (PRETRAIN, {"modelName": "pythia-70m"}, "modelName"),
+    (PRETRAIN, {"data": {"file": {"claimName": "corpus", "path": "other"}}}, "data"),
+], ids=["finetune-method", "finetune-model", "finetune-data", "pretrain-model", "pretrain-data"])
+def test_what_a_job_trains_is_immutable(k8s, base, change, field):
+    # GitOps: editing a field that a finished Job would silently ignore is refused, with the fix.
+    created = {**base, "metadata": {"name": f"immutable-{field.lower()}"}}
+    k8s.kube.kubectl("apply", "-n", k8s.namespace, "-f", "-", input=yaml.safe_dump(created))
+    message = rejected(k8s, with_spec(created, **change))
+    assert f"spec.{field}" in message and f"{field} is immutable" in message, message
+    assert f"create a new {base['kind']}" in message, message
+    # Hyperparameters stay editable (the operator reports them as not applied to a finished job).
+    k8s.kube.kubectl("apply", "--dry-run=server", "-n", k8s.namespace, "-f", "-",
+                     input=yaml.safe_dump(with_spec(created, train={"learningRate": 0.01})))
+    # Applying the same manifest again is a no-op.
+    assert "unchanged" in k8s.kube.kubectl("apply", "-n", k8s.namespace, "-f", "-", input=yaml.safe_dump(created))

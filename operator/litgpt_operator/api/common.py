@@ -41,6 +41,22 @@ def cel(rule: str, message: str, field_path: Optional[str] = None, reason: Optio
     return entry
 
 
+def immutable(field: str, kind: str, optional: bool = False) -> dict:
+    """A CEL transition rule (on the spec) keeping `field` as it was created: changing it would
+    silently do nothing to a Job that already ran, so the API server says so instead."""
+    if optional:  # present in both with the same value, or absent in both
+        rule = f"has(self.{field}) == has(oldSelf.{field}) && (!has(self.{field}) || self.{field} == oldSelf.{field})"
+    else:
+        rule = f"self.{field} == oldSelf.{field}"
+    return cel(
+        rule,
+        f"{field} is immutable: a {kind} runs once and a finished one is not re-run. To use another "
+        f"{field}, create a new {kind} (another name), or delete this one and apply it again.",
+        field_path=f".{field}",
+        reason="FieldValueForbidden",
+    )
+
+
 class ApiModel(BaseModel):
     """Base of every schema object: camelCase aliases, unknown fields refused."""
 

@@ -6,7 +6,7 @@ from typing import Literal, Optional
 
 from pydantic import Field
 
-from litgpt_operator.api.common import ApiModel, JobStatus, LocalObjectReference, cel, name_field
+from litgpt_operator.api.common import ApiModel, JobStatus, LocalObjectReference, cel, immutable, name_field
 from litgpt_operator.api.kind import AGE, PHASE, KindInfo, PrinterColumn
 from litgpt_operator.api.training import PVCFile, TrainingArgs, TrainingSpec
 
@@ -74,6 +74,10 @@ class FinetuneJobSpec(TrainingSpec):
         "json_schema_extra": {
             "x-kubernetes-validations": [
                 cel("!has(self.lora) || self.method == 'lora'", "lora settings apply only to method lora.", ".lora"),
+                # What the job trains: fixed once created (train.* and lora stay editable: SpecApplied).
+                immutable("modelRef", "FinetuneJob"),
+                immutable("method", "FinetuneJob"),
+                immutable("data", "FinetuneJob"),
             ]
         }
     }

@@ -85,6 +85,11 @@ class LitGPTModelStatus(StatusBase):
     checkpoint_path: Optional[str] = Field(
         None, description="Folder of the checkpoint inside the claim (`checkpoints/<repoId>`)."
     )
+    digest: Optional[str] = Field(
+        None,
+        description="`sha256:<hex>` over the weight files' sha256 (as recorded by the download). Pods that "
+        "load the model get it as LITGPT_EXPECTED_DIGEST and refuse weights that differ from it.",
+    )
 
 
 KIND = KindInfo(

@@ -6,7 +6,7 @@ from typing import Any, Optional
 
 from pydantic import Field
 
-from litgpt_operator.api.common import ApiModel, JobStatus, LocalObjectReference, cel
+from litgpt_operator.api.common import ApiModel, JobStatus, LocalObjectReference, cel, immutable
 from litgpt_operator.api.kind import AGE, PHASE, KindInfo, PrinterColumn
 from litgpt_operator.api.training import PVCFile, TrainingArgs, TrainingSpec
 
@@ -53,6 +53,13 @@ class PretrainJobSpec(TrainingSpec):
                     "initialCheckpoint is only used when fromScratch is false.",
                     field_path=".initialCheckpoint",
                 ),
+                # The model being trained and its data: fixed once created (train.* stays editable).
+                immutable("modelName", "PretrainJob", optional=True),
+                immutable("modelConfig", "PretrainJob", optional=True),
+                immutable("fromScratch", "PretrainJob"),
+                immutable("initialCheckpoint", "PretrainJob", optional=True),
+                immutable("tokenizerRef", "PretrainJob", optional=True),
+                immutable("data", "PretrainJob"),
             ]
         }
     }

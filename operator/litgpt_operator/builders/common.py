@@ -118,6 +118,10 @@ def resources(
     return chosen
 
 
+# The kubelet's default terminationMessagePath (our containers keep the default).
+TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+
+
 def env_var(name: str, value: str) -> dict[str, Any]:
     return {"name": name, "value": value}
 

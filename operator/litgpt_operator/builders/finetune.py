@@ -81,7 +81,7 @@ def build_finetune_job(
     output = output_of(parent, spec, model)
     parts = c.PodParts(
         command=finetune_command(parent, spec, model, json_path),
-        env=[],
+        env=model.verify_env(),
         volumes=[
             c.claim_volume("models", model.claim_name, read_only=True),
             c.claim_volume("output", output.claim_name, read_only=False),

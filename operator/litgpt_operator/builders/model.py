@@ -50,6 +50,9 @@ def build_download_job(parent: c.Parent, spec: LitGPTModelSpec, settings: Settin
         env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
     if settings.hf_endpoint:
         env.append(c.env_var("HF_ENDPOINT", settings.hf_endpoint))
+    # Where `litgpt download` leaves the weights digest for status.digest (the container's
+    # terminationMessagePath; named explicitly so nodes without /dev/termination-log can map it).
+    env.append(c.env_var("LITGPT_TERMINATION_LOG", c.TERMINATION_MESSAGE_PATH))
     parts = c.PodParts(
         command=download_command(spec),
         env=env,

@@ -120,7 +120,8 @@ def build_pretrain_children(
         mounts.append(c.mount("model-config", c.CONFIG_MOUNT, read_only=True))
     parts = c.PodParts(
         command=pretrain_command(parent, spec, sources, initial_dir, tokenizer_dir),
-        env=[],
+        # Only continued pretraining loads weights; a tokenizer-only model is not re-hashed.
+        env=sources.initial.verify_env() if sources.initial else [],
         volumes=volumes,
         mounts=mounts,
         resources=c.resources(spec.resources, settings, spec.gpus_per_node),

@@ -55,7 +55,8 @@ def _pod_template(parent: c.Parent, spec: ModelServerSpec, source: ServeSource, 
         mounts.append(c.mount("output", c.OUTPUT_MOUNT, read_only=True))
     parts = c.PodParts(
         command=serve_command(spec, source),
-        env=[],
+        # A finetune output is a different checkpoint: only the model's own weights carry its digest.
+        env=[] if source.finetune_output else source.model.verify_env(),
         volumes=volumes,
         mounts=mounts,
         resources=c.resources(spec.resources, settings, spec.gpus),

@@ -8,6 +8,8 @@ from typing import Optional
 from litgpt_operator.api import LITGPT_MODEL
 from litgpt_operator.builders.common import CHECKPOINT_ROOT, OUTPUT_MOUNT
 
+# Read by the runtime (`litgpt.checkpoint.verify_expected`); the operator must not import torch.
+EXPECTED_DIGEST_ENV = "LITGPT_EXPECTED_DIGEST"
 OUTPUT_CLAIM_ANNOTATION = "litgpt.dev/output-claim"
 OUTPUT_PATH_ANNOTATION = "litgpt.dev/output-path"
 
@@ -24,11 +26,18 @@ class ModelCheckpoint:
     name: str
     repo_id: str
     claim_name: str
+    digest: Optional[str] = None  # status.digest: what the download recorded (sha256 of the weights)
 
     @classmethod
     def from_body(cls, body: dict) -> "ModelCheckpoint":
         spec = LITGPT_MODEL.parse_spec(body)
-        return cls(body["metadata"]["name"], spec.repo_id, spec.checkpoint_root_pvc.claim_name)
+        digest = (body.get("status") or {}).get("digest")
+        return cls(body["metadata"]["name"], spec.repo_id, spec.checkpoint_root_pvc.claim_name, digest)
+
+    def verify_env(self) -> list[dict]:
+        """Env of a pod that loads these weights: the runtime re-hashes them against the digest
+        before use (a corrupted file fails with the file's name instead of garbage output)."""
+        return [{"name": EXPECTED_DIGEST_ENV, "value": self.digest}] if self.digest else []
 
     @property
     def mounted_dir(self) -> str:

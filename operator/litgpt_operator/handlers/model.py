@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from litgpt_operator import kube, observe
 from litgpt_operator.api import LITGPT_MODEL
 from litgpt_operator.builders.common import Parent
 from litgpt_operator.builders.model import build_cache_claim, build_download_job, download_job_name
@@ -20,12 +21,17 @@ def reconcile_model(body: dict, settings: Settings, apply_children: bool) -> Obs
     job_name = download_job_name(parent)
     claim = spec.checkpoint_root_pvc.claim_name
     fields = {"jobName": job_name, "claimName": claim, "checkpointPath": checkpoint_path(spec.repo_id)}
+    digest = (body.get("status") or {}).get("digest")
     job, state = read_job(parent.namespace, job_name, settings)
     if job is None:
         children = [c for c in (build_cache_claim(parent, spec), build_download_job(parent, spec, settings)) if c]
         job, state = start_job(parent.namespace, production.prepare_children(body, children, False), settings)
     outcome = job_conditions(state, "Ready", {"Running": "Downloading", "Succeeded": "Ready"})
     if state.phase == "Succeeded":
+        # Kept once read: the download's pods may be garbage-collected later.
+        digest = digest or observe.reported_digest(kube.list_objects("Pod", parent.namespace, {"batch.kubernetes.io/job-name": job_name}))
+        if digest:
+            fields["digest"] = digest
         outcome.conditions[0] = Cond.of(
             "Ready", True, "CheckpointComplete",
             f"{spec.repo_id} is downloaded to {checkpoint_path(spec.repo_id)} in claim {claim}.",

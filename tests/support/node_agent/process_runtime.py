@@ -18,6 +18,9 @@ What a container sees, and how it differs from a real one:
   to KUBECONFIG, and what the process may do is exactly what the pod's RBAC allows. The token is
   not refreshed (valid ~1 h, plenty for a test).
 - stdout+stderr go to `<work>/pods/<ns>_<pod>_<uid8>/logs/<container>.log`.
+- terminationMessagePath (default /dev/termination-log) is the file
+  `<work>/pods/<ns>_<pod>_<uid8>/termination/<container>`, mapped like a mount; what the container
+  writes there becomes `state.terminated.message`.
 """
 
 from __future__ import annotations
@@ -77,6 +80,13 @@ class ProcessRuntime:
         spec = _container_spec(pod, container)
         volumes = self._prepare_volumes(run)
         mounts = _mount_map(spec, volumes)
+        # The kubelet mounts a writable file at terminationMessagePath and reports what the
+        # container left there; here it is a per-container file, the path mapped like a mount.
+        termination = self.pod_dir(pod) / "termination" / container.name
+        termination.parent.mkdir(parents=True, exist_ok=True)
+        termination.write_text("")
+        mounts = sorted(mounts + [(spec.get("terminationMessagePath") or "/dev/termination-log", str(termination))],
+                        key=lambda pair: len(pair[0]), reverse=True)
         env = self._environment(run, spec, mounts)
         argv = [_map_paths(_expand(a, env), mounts) for a in (spec.get("command") or []) + (spec.get("args") or [])]
         if not spec.get("command"):
@@ -118,8 +128,12 @@ class ProcessRuntime:
             return None
         # A process killed by signal N shows as 128+N, as a container's exit code does.
         exit_code = 128 - code if code < 0 else code
-        # The log's last line explains a failure (terminationMessagePolicy FallbackToLogsOnError).
-        message = _last_line(proc.log) if exit_code != 0 else ""
+        # What the container wrote to its termination message file; when it wrote nothing, the
+        # log's last line explains a failure (terminationMessagePolicy FallbackToLogsOnError).
+        termination = proc.log.parent.parent / "termination" / proc.spec["name"]
+        message = termination.read_text(errors="replace").strip()[:4096] if termination.is_file() else ""
+        if not message and exit_code != 0:
+            message = _last_line(proc.log)
         return Termination(exit_code, proc.started_at, time.time(), message)
 
     def stop_pod(self, run: PodRun, grace_s: float) -> None:
