@@ -177,6 +177,39 @@ def measure(cmd: list, threads: int) -> tuple[list[float], str]:
     return rates[1:] or rates, result.stdout
 
 
+# The decode step alone, best of many, in each tool's own environment: on a loaded machine the
+# minimum is far steadier than end-to-end rates. Both use a KV cache of 200 and the cache length.
+THEIR_STEP = """
+import sys, time, torch
+from litgpt.model import GPT
+from litgpt.config import Config
+d = sys.argv[1]
+m = GPT(Config.from_file(d + "/model_config.yaml"))
+m.load_state_dict(torch.load(d + "/lit_model.pth", mmap=True, weights_only=True)); m.eval()
+m.max_seq_length = 200; m.set_kv_cache(batch_size=1)
+step = lambda i: m(torch.tensor([[5]]), torch.tensor([40 + i]), input_pos_maxp1=41 + i)
+with torch.inference_mode():
+    m(torch.arange(1, 33)[None], torch.arange(32))
+    print(min(__import__("timeit").repeat(lambda: [step(i) for i in range(10)], number=1, repeat=15)) * 100)
+"""
+OUR_STEP = """
+import sys, time, torch
+from litgpt.checkpoint import load_model
+m = load_model(sys.argv[1]); m.set_kv_cache(1, 200)
+step = lambda i: m(torch.tensor([[5]]), input_pos=torch.tensor([40 + i]), input_pos_maxp1=41 + i, last_token_only=True)
+with torch.inference_mode():
+    m(torch.arange(1, 33)[None], input_pos=torch.arange(32), input_pos_maxp1=32, last_token_only=True)
+    print(min(__import__("timeit").repeat(lambda: [step(i) for i in range(10)], number=1, repeat=15)) * 100)
+"""
+
+
+def decode_step_ms(python: Path, script: str, checkpoint: Path, threads: int) -> float:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    out = subprocess.run([str(python), "-c", script, str(checkpoint)], capture_output=True, text=True, env=env,
+                         check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=sorted(MODELS), default="SmolLM2-135M")
@@ -219,6 +252,10 @@ def main() -> None:
     print(f"  ours            {ours_rate:8.2f} tokens/s   (samples: {', '.join(f'{r:.1f}' for r in ours)})")
     print(f"  ratio (ours / litgpt): {ours_rate / theirs_rate:.2f}x   (per round: "
           f"{', '.join(f'{r:.2f}x' for r in round_ratios)}; median {statistics.median(round_ratios):.2f}x)")
+    ours_step = decode_step_ms(Path(sys.executable), OUR_STEP, ours_dir, args.threads)
+    theirs_step = decode_step_ms(env_dir / "bin" / "python", THEIR_STEP, theirs_dir, args.threads)
+    print(f"  one decode step, best of 15x10: litgpt {theirs_step:.2f} ms, ours {ours_step:.2f} ms, "
+          f"ratio {theirs_step / ours_step:.2f}x")
     # Same work? The real litgpt prints prompt + continuation per sample, we print the continuation.
     first_ours = outputs["ours"].split("\n")[0].strip()
     print(f"  same greedy text from both: {'yes' if first_ours and first_ours in outputs['theirs'] else 'NO'}")

@@ -18,6 +18,7 @@ across runs, files that were completely fetched are kept and only the missing on
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -201,6 +202,7 @@ def main(
     revision: Optional[str] = None,
     dtype: Optional[str] = None,
     force: bool = False,
+    verify: bool = False,
 ) -> Optional[Path]:
     """Download a model from the Hugging Face Hub and convert it into a checkpoint.
 
@@ -216,6 +218,8 @@ def main(
         revision: Branch, tag or commit of the repo (default: main).
         dtype: Store weights as float32, bfloat16 or float16 (default: as published).
         force: Download and convert again even if a complete checkpoint exists.
+        verify: For a complete checkpoint, re-hash its weight files against the sha256 recorded at
+            download (reads the whole model: takes a while for big ones) before printing its digest.
     """
     from litgpt.checkpoint import is_complete
 
@@ -230,6 +234,12 @@ def main(
     final = root / repo_id
     if not force and is_complete(final):
         _say(f"{repo_id} is already complete in {final}; nothing to do.")
+        if verify:
+            from litgpt.checkpoint import verify as verify_files
+
+            _say(f"Verifying the sha256 of every weight file in {final} ...")
+            verify_files(final)  # UserError naming a corrupted file
+            _say("All weight files match their recorded sha256.")
         report_digest(final)
         return final
     if is_offline():
@@ -412,5 +422,8 @@ def ensure_checkpoint(repo_id: str, checkpoint_root_dir: str | Path = "checkpoin
             "HF_HUB_OFFLINE."
         )
     _say(f"{repo_id} is not in {root} yet; downloading it first (as `litgpt download {repo_id}` would).")
-    main(repo_id, checkpoint_root_dir=root, access_token=access_token)
+    # stdout belongs to the action that called us (generated text, chat replies): the download's
+    # own report (its digest line) goes to stderr with its progress.
+    with contextlib.redirect_stdout(sys.stderr):
+        main(repo_id, checkpoint_root_dir=root, access_token=access_token)
     return resolve_checkpoint_dir(repo_id, root)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 
 import pytest
 
@@ -42,6 +43,12 @@ def test_spec_change_of_a_finished_job_does_not_rerun_it(k8s, operator):
     epochs = command(jobs[0]).index("--train.epochs") + 1
     assert command(jobs[0])[epochs] == "2"  # still the spec it started with
     k8s.wait_events(["ft"], {"FinishedJobNotRerun"})
+
+    # What it trains (method, model, data) cannot change at all once it ran: the API server refuses.
+    with pytest.raises(subprocess.CalledProcessError) as refused:
+        k8s.apply(finetune(method="full"))
+    assert "spec.method is immutable once the FinetuneJob has started" in refused.value.stderr, refused.value.stderr
+    assert k8s.get("FinetuneJob", "ft")["spec"]["method"] == "lora"
 
 
 def test_operator_killed_mid_download_resumes_without_duplicates(k8s, tmp_path):

@@ -98,15 +98,19 @@ def test_examples_are_accepted(k8s, path):
     (PRETRAIN, {"modelName": "pythia-70m"}, "modelName"),
     (PRETRAIN, {"data": {"file": {"claimName": "corpus", "path": "other"}}}, "data"),
 ], ids=["finetune-method", "finetune-model", "finetune-data", "pretrain-model", "pretrain-data"])
-def test_what_a_job_trains_is_immutable(k8s, base, change, field):
-    # GitOps: editing a field that a finished Job would silently ignore is refused, with the fix.
+def test_what_a_job_trains_is_immutable_once_started(k8s, base, change, field):
+    # GitOps: editing a field that a started/finished Job would silently ignore is refused, with the fix.
     created = {**base, "metadata": {"name": f"immutable-{field.lower()}"}}
-    k8s.kube.kubectl("apply", "-n", k8s.namespace, "-f", "-", input=yaml.safe_dump(created))
+    apply = ["apply", "-n", k8s.namespace, "-f", "-"]
+    k8s.kube.kubectl(*apply, input=yaml.safe_dump(created))
+    # Not started yet (waiting for its model, refused by the fit check): still correctable.
+    k8s.kube.kubectl("apply", "--dry-run=server", *apply[1:], input=yaml.safe_dump(with_spec(created, **change)))
+    k8s.kube.kubectl("patch", base["kind"].lower(), created["metadata"]["name"], "-n", k8s.namespace,
+                     "--subresource=status", "--type=merge", "-p", '{"status": {"startTime": "2026-01-01T00:00:00Z"}}')
     message = rejected(k8s, with_spec(created, **change))
-    assert f"spec.{field}" in message and f"{field} is immutable" in message, message
+    assert f"spec.{field}: Forbidden: spec.{field} is immutable once the {base['kind']} has started" in message, message
     assert f"create a new {base['kind']}" in message, message
     # Hyperparameters stay editable (the operator reports them as not applied to a finished job).
-    k8s.kube.kubectl("apply", "--dry-run=server", "-n", k8s.namespace, "-f", "-",
-                     input=yaml.safe_dump(with_spec(created, train={"learningRate": 0.01})))
+    k8s.kube.kubectl("apply", "--dry-run=server", *apply[1:], input=yaml.safe_dump(with_spec(created, train={"learningRate": 0.01})))
     # Applying the same manifest again is a no-op.
-    assert "unchanged" in k8s.kube.kubectl("apply", "-n", k8s.namespace, "-f", "-", input=yaml.safe_dump(created))
+    assert "unchanged" in k8s.kube.kubectl(*apply, input=yaml.safe_dump(created))

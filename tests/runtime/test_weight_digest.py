@@ -7,7 +7,6 @@ import hashlib
 from pathlib import Path
 
 import pytest
-import torch
 
 from hf_tiny import make_hf_model_dir
 from hub_server import make_repo
@@ -102,3 +101,13 @@ def test_generate_refuses_corrupted_weights_with_one_message(litgpt, folder):
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert f"{WEIGHTS_FILE} in" in result.stderr and "corrupted" in result.stderr
+
+
+def test_download_verify_rehashes_an_existing_checkpoint(folder, capsys):
+    root = folder.parents[1]
+    download.main("org/tiny", checkpoint_root_dir=root, verify=True)
+    assert "All weight files match" in capsys.readouterr().err
+    _flip_a_byte(folder / WEIGHTS_FILE)
+    download.main("org/tiny", checkpoint_root_dir=root)  # without --verify: cheap, nothing re-read
+    with pytest.raises(UserError, match=r"model.safetensors in .* is corrupted.*`litgpt download org/tiny`"):
+        download.main("org/tiny", checkpoint_root_dir=root, verify=True)

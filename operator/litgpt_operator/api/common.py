@@ -41,18 +41,21 @@ def cel(rule: str, message: str, field_path: Optional[str] = None, reason: Optio
     return entry
 
 
-def immutable(field: str, kind: str, optional: bool = False) -> dict:
-    """A CEL transition rule (on the spec) keeping `field` as it was created: changing it would
-    silently do nothing to a Job that already ran, so the API server says so instead."""
+def immutable_once_started(field: str, kind: str, optional: bool = False) -> dict:
+    """A CEL transition rule (on the whole object) keeping `spec.<field>` as it was once the Job
+    has started (status.startTime): changing it then would silently do nothing, since a started or
+    finished Job is never re-run, so the API server says so instead. Before that (waiting for the
+    model, refused by the fit check) the spec may still be corrected."""
+    new, old = f"self.spec.{field}", f"oldSelf.spec.{field}"
     if optional:  # present in both with the same value, or absent in both
-        rule = f"has(self.{field}) == has(oldSelf.{field}) && (!has(self.{field}) || self.{field} == oldSelf.{field})"
+        same = f"has({new}) == has({old}) && (!has({new}) || {new} == {old})"
     else:
-        rule = f"self.{field} == oldSelf.{field}"
+        same = f"{new} == {old}"
     return cel(
-        rule,
-        f"{field} is immutable: a {kind} runs once and a finished one is not re-run. To use another "
-        f"{field}, create a new {kind} (another name), or delete this one and apply it again.",
-        field_path=f".{field}",
+        f"!has(oldSelf.status) || !has(oldSelf.status.startTime) || ({same})",
+        f"spec.{field} is immutable once the {kind} has started: a started or finished run is not re-run. "
+        f"To use another {field}, create a new {kind} (another name), or delete this one and apply it again.",
+        field_path=f".spec.{field}",
         reason="FieldValueForbidden",
     )
 

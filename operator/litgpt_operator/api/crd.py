@@ -12,7 +12,7 @@ MANAGED_BY_LABELS = {"app.kubernetes.io/name": "litgpt-operator", "app.kubernete
 
 def openapi_schema(kind: KindInfo) -> dict[str, Any]:
     """The whole object's schema: apiVersion/kind/metadata as Kubernetes wants, spec and status ours."""
-    return {
+    schema: dict[str, Any] = {
         "description": kind.description,
         "type": "object",
         "properties": {
@@ -27,6 +27,9 @@ def openapi_schema(kind: KindInfo) -> dict[str, Any]:
         },
         "required": ["spec"],
     }
+    if kind.validations:
+        schema["x-kubernetes-validations"] = list(kind.validations)
+    return schema
 
 
 def build_crd(kind: KindInfo) -> dict[str, Any]:

@@ -84,6 +84,9 @@ def kind_section(kind: KindInfo) -> str:
         node = schema["properties"][part]
         lines += list(_rows(node, part, part in schema["required"]))
     rules = [r for part in ("spec",) for r in _rules(schema["properties"][part], part)]
+    # Whole-object rules (transition rules that look at status) are listed under their field.
+    rules += [f"- `{r['fieldPath'].lstrip('.')}`: {r['message']} (CEL: `{r['rule']}`)"
+              for r in schema.get("x-kubernetes-validations", [])]
     if rules:
         lines += ["", "Validation rules:", "", *rules]
     return "\n".join(lines) + "\n"

@@ -6,7 +6,7 @@ from typing import Literal, Optional
 
 from pydantic import Field
 
-from litgpt_operator.api.common import ApiModel, JobStatus, LocalObjectReference, cel, immutable, name_field
+from litgpt_operator.api.common import ApiModel, JobStatus, LocalObjectReference, cel, immutable_once_started, name_field
 from litgpt_operator.api.kind import AGE, PHASE, KindInfo, PrinterColumn
 from litgpt_operator.api.training import PVCFile, TrainingArgs, TrainingSpec
 
@@ -74,10 +74,6 @@ class FinetuneJobSpec(TrainingSpec):
         "json_schema_extra": {
             "x-kubernetes-validations": [
                 cel("!has(self.lora) || self.method == 'lora'", "lora settings apply only to method lora.", ".lora"),
-                # What the job trains: fixed once created (train.* and lora stay editable: SpecApplied).
-                immutable("modelRef", "FinetuneJob"),
-                immutable("method", "FinetuneJob"),
-                immutable("data", "FinetuneJob"),
             ]
         }
     }
@@ -112,6 +108,13 @@ KIND = KindInfo(
     spec=FinetuneJobSpec,
     status=FinetuneJobStatus,
     description="Finetunes a LitGPTModel on a dataset in a Kubernetes Job (`litgpt finetune_<method>`).",
+    # What the run trains (model, method, data) is fixed once it started; train.* stays editable
+    # (a finished run reports it as not applied: SpecApplied=False).
+    validations=(
+        immutable_once_started("modelRef", "FinetuneJob"),
+        immutable_once_started("method", "FinetuneJob"),
+        immutable_once_started("data", "FinetuneJob"),
+    ),
     printer_columns=(
         PrinterColumn("Model", ".spec.modelRef.name", description="The LitGPTModel finetuned"),
         PrinterColumn("Method", ".spec.method", description="Finetuning method"),

@@ -43,6 +43,8 @@ class KindInfo:
     description: str
     printer_columns: tuple[PrinterColumn, ...] = ()
     categories: tuple[str, ...] = ("litgpt",)
+    # CEL rules on the whole object (they can see status, e.g. transition rules once started).
+    validations: tuple[dict, ...] = ()
 
     group: str = GROUP
     version: str = VERSION

@@ -6,7 +6,7 @@ from typing import Any, Optional
 
 from pydantic import Field
 
-from litgpt_operator.api.common import ApiModel, JobStatus, LocalObjectReference, cel, immutable
+from litgpt_operator.api.common import ApiModel, JobStatus, LocalObjectReference, cel, immutable_once_started
 from litgpt_operator.api.kind import AGE, PHASE, KindInfo, PrinterColumn
 from litgpt_operator.api.training import PVCFile, TrainingArgs, TrainingSpec
 
@@ -53,13 +53,6 @@ class PretrainJobSpec(TrainingSpec):
                     "initialCheckpoint is only used when fromScratch is false.",
                     field_path=".initialCheckpoint",
                 ),
-                # The model being trained and its data: fixed once created (train.* stays editable).
-                immutable("modelName", "PretrainJob", optional=True),
-                immutable("modelConfig", "PretrainJob", optional=True),
-                immutable("fromScratch", "PretrainJob"),
-                immutable("initialCheckpoint", "PretrainJob", optional=True),
-                immutable("tokenizerRef", "PretrainJob", optional=True),
-                immutable("data", "PretrainJob"),
             ]
         }
     }
@@ -113,6 +106,16 @@ KIND = KindInfo(
     status=PretrainJobStatus,
     description="Pretrains a model (from scratch or continued) in an Indexed Job over one or more nodes "
     "(`litgpt pretrain`).",
+    # What the run trains (model, method, data) is fixed once it started; train.* stays editable
+    # (a finished run reports it as not applied: SpecApplied=False).
+    validations=(
+        immutable_once_started("modelName", "PretrainJob", optional=True),
+        immutable_once_started("modelConfig", "PretrainJob", optional=True),
+        immutable_once_started("fromScratch", "PretrainJob"),
+        immutable_once_started("initialCheckpoint", "PretrainJob", optional=True),
+        immutable_once_started("tokenizerRef", "PretrainJob", optional=True),
+        immutable_once_started("data", "PretrainJob"),
+    ),
     printer_columns=(
         PrinterColumn("Model", ".spec.modelName", description="Model architecture"),
         PrinterColumn("Nodes", ".spec.nodes", "integer", description="Number of nodes"),
