@@ -11,6 +11,16 @@ def test_a_claim_folder_under_another_mount_path_is_not_rewritten_twice():
     assert _map_paths("/models/checkpoints /tmp/x", mounts) == "/tmp/cp/pvc/ns/models/checkpoints /tmp/cp/pods/p/volumes/tmp/x"
 
 
+def test_paths_into_the_host_runtime_survive_a_mount_above_them():
+    """Regression: a CI clone under /tmp ran pods whose command was `/tmp/<clone>/.venv/bin/python`;
+    the pods' /tmp emptyDir rewrote it into the volume folder and the operator pod never started."""
+    mounts = [("/tmp", "/tmp/cp/pods/p/volumes/tmp")]
+    keep = ("/tmp/clone",)
+    assert _map_paths("/tmp/clone/.venv/bin/python", mounts, keep) == "/tmp/clone/.venv/bin/python"
+    assert _map_paths("/tmp/clone/.venv/bin:/usr/bin", mounts, keep) == "/tmp/clone/.venv/bin:/usr/bin"
+    assert _map_paths("/tmp/clone2/x /tmp/y", mounts, keep) == "/tmp/cp/pods/p/volumes/tmp/clone2/x /tmp/cp/pods/p/volumes/tmp/y"
+
+
 def test_a_peer_pod_of_the_own_subdomain_is_this_host():
     pod = {"metadata": {"namespace": "ns"}, "spec": {"subdomain": "job"}}
     for name in ("job-0.job", "job-0.job.ns", "job-0.job.ns.svc", "job-0.job.ns.svc.cluster.local"):

@@ -31,6 +31,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -365,17 +366,31 @@ def _mount_map(spec: dict, volumes: dict[str, Path]) -> list[tuple[str, str]]:
     return sorted(pairs, key=lambda pair: len(pair[0]), reverse=True)
 
 
-def _map_paths(text: str, mounts: list[tuple[str, str]]) -> str:
+# Host folders that pods see as they are: the runtime pods run is this checkout's virtualenv (there
+# is no image), so a path into it must survive a pod that mounts, say, an emptyDir at /tmp while
+# the checkout itself lives under /tmp (as a CI clone may).
+HOST_PREFIXES: tuple[str, ...] = tuple(sorted({sys.prefix, str(Path(__file__).resolve().parents[3])}, key=len, reverse=True))
+
+
+def _map_paths(text: str, mounts: list[tuple[str, str]], keep: tuple[str, ...] = HOST_PREFIXES) -> str:
     """Rewrite each mount path that appears as a whole path prefix in `text` to its folder.
 
     One pass over `text` (longest mount path first): a folder already substituted is never
-    rewritten again, e.g. a claim folder under /tmp when the pod also mounts something at /tmp."""
+    rewritten again, e.g. a claim folder under /tmp when the pod also mounts something at /tmp.
+    Paths under `keep` (the host's runtime installation) are left alone."""
     if not mounts:
         return text
     folders = dict(mounts)
     alternatives = "|".join(re.escape(m) for m in sorted(folders, key=len, reverse=True))
     pattern = r"(?<![\w./-])(" + alternatives + r")(?=/|$|[^\w.-])"
-    return re.sub(pattern, lambda match: folders[match.group(1)], text)
+
+    def replace(match: re.Match) -> str:
+        rest = text[match.start():]
+        if any(rest == k or rest.startswith(k + "/") or rest.startswith(k + ":") for k in keep):
+            return match.group(0)
+        return folders[match.group(1)]
+
+    return re.sub(pattern, replace, text)
 
 
 def _expand(text: str, env: dict[str, str]) -> str:
