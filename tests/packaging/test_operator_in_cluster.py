@@ -3,15 +3,16 @@ chart's ServiceAccount and exactly the chart's RBAC, and reconciles the full exa
 
 from __future__ import annotations
 
+from functools import partial
 import json
 import socket
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 from packaging_support import CHART, REPO, run
+from tests.support.waiting import wait_for as poll_until
 
 pytestmark = pytest.mark.slow
 
@@ -30,15 +31,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for(check, what: str, timeout: float = 90, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while True:
-        last = check()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
-        time.sleep(interval)
+# This file's waits: the shared poller with a 90 s default.
+wait_for = partial(poll_until, timeout_s=90, interval_s=0.5)
 
 
 def get(kube, namespace: str, kind: str, name: str) -> dict | None:
@@ -99,7 +93,7 @@ def test_chart_deployment_reconciles_the_full_flow_with_only_its_rbac(kube, name
                                  ("ModelServer", "flow-server", "Ready")):
             wait_for(lambda: phase(kube, namespace, kind, name) == want, f"{kind} {name} {want} "
                      f"(now {phase(kube, namespace, kind, name)}); operator log:\n{operator_logs(kube, namespace)[-3000:]}",
-                     timeout=120)
+                     timeout_s=120)
         events = json.loads(kube.kubectl("get", "events", "-n", namespace, "-o", "json"))["items"]
         assert any(e["involvedObject"]["name"] == "flow-finetune" for e in events), "the operator posted no Event"
 
@@ -208,23 +202,23 @@ def test_two_replicas_with_peering_do_the_work_once_and_fail_over(kube, namespac
         # Both replicas keep their keep-alive in the peering object; kopf starts paused and only the
         # replica with the highest priority resumes.
         wait_for(lambda: len(peers(kube, namespace, f"peer-{namespace}")) == 2, "both replicas in the peering object",
-                 timeout=60)
+                 timeout_s=60)
         # A replica may resume before the other has registered; it pauses once it sees a higher one.
         wait_for(lambda: sorted(r.working() for r in replicas) == [False, True], "exactly one working replica",
-                 timeout=60)
+                 timeout_s=60)
         leader = next(r for r in replicas if r.working())
         standby = next(r for r in replicas if r is not leader)
 
         bound_volume(kube, namespace, "cache")
         kube.kubectl("apply", "-n", namespace, "-f", "-", input=model_manifest("m1", "cache"))
-        wait_for(lambda: phase(kube, namespace, "LitGPTModel", "m1") == "Ready", "m1 Ready", timeout=90)
+        wait_for(lambda: phase(kube, namespace, "LitGPTModel", "m1") == "Ready", "m1 Ready", timeout_s=90)
         assert leader.handled(), leader.text()[-2000:]
         assert not standby.handled(), f"the standby replica did work:\n{standby.text()[-2000:]}"
 
         leader.stop()  # the leader goes away (a drained node, a rollout)
-        wait_for(standby.working, "the standby to take over", timeout=120)
+        wait_for(standby.working, "the standby to take over", timeout_s=120)
         kube.kubectl("apply", "-n", namespace, "-f", "-", input=model_manifest("m2", "cache"))
-        wait_for(lambda: phase(kube, namespace, "LitGPTModel", "m2") == "Ready", "m2 Ready after fail-over", timeout=90)
+        wait_for(lambda: phase(kube, namespace, "LitGPTModel", "m2") == "Ready", "m2 Ready after fail-over", timeout_s=90)
         assert standby.handled()
         for replica in replicas:
             assert "forbidden" not in replica.text().lower(), replica.text()[-2000:]

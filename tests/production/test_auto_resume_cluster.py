@@ -5,9 +5,9 @@ disruption, starts a new pod, which continues from the checkpoint the evicted on
 
 from __future__ import annotations
 
+from functools import partial
 import json
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +18,7 @@ from litgpt_operator.api import FINETUNE_JOB
 from litgpt_operator.builders import common
 from litgpt_operator.builders.finetune import build_finetune_children
 from litgpt_operator.builders.sources import ModelCheckpoint
+from tests.support.waiting import wait_for as poll_until
 
 pytestmark = pytest.mark.slow
 
@@ -28,15 +29,8 @@ ON_EXEC_NODE = {
 }
 
 
-def wait_for(check, what: str, timeout: float = 120, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while True:
-        last = check()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
-        time.sleep(interval)
+# This file's waits: the shared poller with a 120 s default.
+wait_for = partial(poll_until, timeout_s=120, interval_s=0.5)
 
 
 def tiny_checkpoint(folder: Path) -> None:
@@ -109,7 +103,7 @@ def test_evicted_training_pod_resumes_from_its_checkpoint(kube, namespace, volum
     # First attempt: wait until it trains, then evict it as a node drain would.
     first = wait_for(lambda: next(iter(job_pods(kube, namespace, job_name)), None), "the first pod")["metadata"]["name"]
     wait_for(lambda: "step " in pod_log(kube, namespace, first) and "/3000 | loss" in pod_log(kube, namespace, first),
-             f"training steps in the first pod's log:\n{pod_log(kube, namespace, first)[-2000:]}", timeout=180)
+             f"training steps in the first pod's log:\n{pod_log(kube, namespace, first)[-2000:]}", timeout_s=180)
     core = client.CoreV1Api(kube.api_client())
     status = resume.track_attempts({}, job_pods(kube, namespace, job_name))
     core.create_namespaced_pod_eviction(first, namespace, client.V1Eviction(
@@ -121,9 +115,9 @@ def test_evicted_training_pod_resumes_from_its_checkpoint(kube, namespace, volum
 
     # Second attempt: a new pod, which resumes from the checkpoint saved on SIGTERM.
     second = wait_for(lambda: next((p["metadata"]["name"] for p in job_pods(kube, namespace, job_name)
-                                    if p["metadata"]["name"] != first), None), "a replacement pod", timeout=120)
+                                    if p["metadata"]["name"] != first), None), "a replacement pod", timeout_s=120)
     resumed = wait_for(lambda: "Resuming from" in pod_log(kube, namespace, second) and pod_log(kube, namespace, second),
-                       "the second pod to resume", timeout=180)
+                       "the second pod to resume", timeout_s=180)
     from litgpt_operator import progress
 
     step = progress.resumed_step(resumed)

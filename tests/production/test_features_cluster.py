@@ -3,19 +3,19 @@ watching one namespace): Kueue queueing, the fit check, attempts in status, Prom
 
 from __future__ import annotations
 
+from functools import partial
 import json
 import os
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 import yaml
 
 from litgpt_operator import fitcheck, kueue
+from tests.support.waiting import wait_for as poll_until
 
 pytestmark = pytest.mark.slow
 
@@ -30,15 +30,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for(check, what: str, timeout: float = 60, interval: float = 0.3):
-    deadline = time.monotonic() + timeout
-    while True:
-        last = check()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
-        time.sleep(interval)
+# This file's waits: the shared poller with a 60 s default.
+wait_for = partial(poll_until, timeout_s=60, interval_s=0.3)
 
 
 class Cluster:
@@ -61,7 +54,7 @@ class Cluster:
 
     def wait_phase(self, kind: str, name: str, phase: str, timeout: float = 60) -> dict:
         wait_for(lambda: self.status(kind, name).get("phase") == phase,
-                 f"{kind} {name} {phase} (now {self.status(kind, name).get('phase')})", timeout)
+                 f"{kind} {name} {phase} (now {self.status(kind, name).get('phase')})", timeout_s=timeout)
         return self.get(kind, name)
 
     def ready_model(self, name: str, repo_id: str) -> None:
