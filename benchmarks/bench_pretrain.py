@@ -9,11 +9,14 @@ The text (the tokenizer's sentences, shuffled into documents) is tokenised once 
 tokenizer; ours reads the ids as a token shard folder (`--data TokenShards`), the real one through
 a minimal DataModule over the very same ids. Both train the same tiny Llama-style config from
 scratch: float32, CPU, one device, the same micro/global batch and sequence length, no
-validation. Both tools run at the same time, each in its own process, so that the (noisy, shared) machine
-loads them alike: a timestamp is taken every time a training loop fetches a micro-batch; each
-waits at the end of its warm-up steps (the real litgpt compiles its model during the first ones)
-until the other got there too, and tokens/s is counted over the span in which both were training.
-Prints the median tokens/s of each over the rounds and the ratio.
+validation. Both tools run at once, each in its own process, but never compute at the same time:
+they pass a baton (two named pipes) at every micro-batch fetch, so each trains one micro-batch
+(forward, backward and, every few, the optimizer step) while the other waits blocked. Each keeps
+the time it held the baton; tokens/s = tokens / that time, over the micro-batches after the
+warm-up (the real litgpt compiles its model during its first steps). Interleaving at this grain
+cancels the slow swings in speed of a shared virtual machine, which otherwise dominate the
+figure; neither tool competes with the other for a core or for memory bandwidth. Prints the median
+tokens/s of each over the rounds and the ratio.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import random
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -47,7 +51,7 @@ from litgpt.data import DataModule
 from litgpt.pretrain import setup
 
 a = json.loads(sys.argv[1])
-exec(a["barrier_code"])
+exec(a["baton_code"])
 ids = np.load(a["tokens"])
 stamps = []
 
@@ -60,9 +64,7 @@ class Chunks(Dataset):
         return torch.from_numpy(ids[i * self.block: i * self.block + self.block + 1].astype(np.int64))
 
 def stamped(batch):
-    if len(stamps) == a["warmup"]:
-        wait_for_both(a)
-    stamps.append(time.time())
+    pass_baton(a, stamps)
     return torch.stack(batch)
 
 class Data(DataModule):
@@ -82,6 +84,7 @@ setup("bench-tiny", model_config=Config(**a["config"]), out_dir=__import__("path
                       micro_batch_size=a["micro_batch_size"], max_tokens=a["max_tokens"], max_seq_length=a["block"],
                       lr_warmup_steps=2, max_norm=1.0, min_lr=4e-5, tie_embeddings=False),
       eval=EvalArgs(interval=10**6, max_iters=1, initial_validation=False, final_validation=False))
+release_baton(a)
 json.dump(stamps, open(a["stamps"], "w"))
 '''
 
@@ -94,13 +97,11 @@ from litgpt.pretrain import setup
 from litgpt.train.args import EvalArgs, TrainArgs
 
 a = json.loads(sys.argv[1])
-exec(a["barrier_code"])
+exec(a["baton_code"])
 stamps = []
 plain = text_data.stack_collate
 def stamped(samples):
-    if len(stamps) == a["warmup"]:
-        wait_for_both(a)
-    stamps.append(time.time())
+    pass_baton(a, stamps)
     return plain(samples)
 text_data.stack_collate = stamped  # what pretrain.main collates training micro-batches with
 
@@ -111,17 +112,38 @@ setup(model_config=Path(a["config_file"]), tokenizer_dir=Path(a["tokenizer_dir"]
                       micro_batch_size=a["micro_batch_size"], max_tokens=a["max_tokens"], max_seq_length=a["block"],
                       lr_warmup_steps=2, learning_rate=4e-4, weight_decay=0.1, max_norm=1.0, min_lr=4e-5),
       eval=EvalArgs(interval=10**6, max_iters=1, initial_validation=False, final_validation=False))
+release_baton(a)
 json.dump(stamps, open(a["stamps"], "w"))
 '''
 
 
-# Both tools reach the end of their warm-up (the real one compiles), then start timing together.
-BARRIER = r'''
-def wait_for_both(a):
-    import os, time
-    open(a["ready"], "w").close()
-    while not all(os.path.exists(p) for p in a["all_ready"]):
-        time.sleep(0.05)
+# Lock-step: at each micro-batch fetch a tool ends its turn (records the span it held the baton),
+# hands the baton over and blocks until it comes back. A tool that finishes hands it over for good
+# ("done"), after which the other never waits again.
+BATON = r'''
+import atexit, os, time
+def _turn(a):
+    if a.get("_other_done"):
+        return
+    if a.get("_in") is None:  # first fetch: O_RDWR opens a FIFO without waiting for the other end
+        a["_in"], a["_out"] = os.open(a["baton_in"], os.O_RDWR), os.open(a["baton_out"], os.O_RDWR)
+        atexit.register(release_baton, a)
+        if a["starts"]:
+            return
+    else:
+        os.write(a["_out"], b"t")
+    if os.read(a["_in"], 1) == b"d":
+        a["_other_done"] = True
+def pass_baton(a, spans):
+    if a.get("_since") is not None:
+        spans.append(time.perf_counter() - a["_since"])
+    _turn(a)
+    a["_since"] = time.perf_counter()
+def release_baton(a):
+    # The span still open (the last micro-batch, then saving) is not counted.
+    if a.get("_out") is not None and not a.get("_released"):
+        a["_released"] = True
+        os.write(a["_out"], b"d")
 '''
 
 
@@ -147,15 +169,10 @@ def tokens_file(hf_dir: Path) -> tuple[Path, Path]:
     return npy, shards
 
 
-def rates_while_both_ran(stamps: dict[str, list[float]], warmup: int, tokens_per_micro: int) -> dict[str, float]:
-    """tokens/s of each tool over the time both were training (after the common start)."""
-    start = max(s[warmup] for s in stamps.values())
-    end = min(s[-1] for s in stamps.values())
-    out = {}
-    for name, s in stamps.items():
-        inside = [t for t in s[warmup:] if start <= t <= end]
-        out[name] = (len(inside) - 1) * tokens_per_micro / (inside[-1] - inside[0])
-    return out
+def rate(spans: list[float], warmup: int, tokens_per_micro: int) -> float:
+    """tokens/s over the micro-batches after the warm-up (each span: one micro-batch's work)."""
+    timed = spans[warmup:]
+    return len(timed) * tokens_per_micro / sum(timed)
 
 
 def main() -> None:
@@ -186,18 +203,20 @@ def main() -> None:
     tokens_per_micro = args.micro_batch_size * args.block
     rates: dict[str, list[float]] = {"ours": [], "theirs": []}
     for round_ in range(args.rounds):
-        ready = {name: work / f"ready-{name}" for name in ("ours", "theirs")}
-        for path in ready.values():
+        pipes = {name: work / f"baton-{name}" for name in ("ours", "theirs")}
+        for path in pipes.values():
             path.unlink(missing_ok=True)
-        procs, stamp_files = {}, {}
-        for name in ("ours", "theirs"):
+            os.mkfifo(path)
+        first = ("ours", "theirs")[round_ % 2]
+        procs, stamp_files, logs = {}, {}, {}
+        for name, other in (("ours", "theirs"), ("theirs", "ours")):
             out_dir = work / f"out-{name}"
             stamp_files[name] = work / f"stamps-{name}.json"
             common = dict(seed=42, max_tokens=args.steps * args.global_batch_size * args.block,
                           global_batch_size=args.global_batch_size, micro_batch_size=args.micro_batch_size,
                           block=args.block, out_dir=str(out_dir), stamps=str(stamp_files[name]),
-                          tokenizer_dir=str(hf_dir), warmup=warmup, barrier_code=BARRIER, ready=str(ready[name]),
-                          all_ready=[str(p) for p in ready.values()])
+                          tokenizer_dir=str(hf_dir), baton_code=BATON, baton_in=str(pipes[name]),
+                          baton_out=str(pipes[other]), starts=name == first)
             if name == "ours":
                 payload = dict(common, config_file=str(config_file), shards=str(shards), compile=args.compile)
                 cmd = [sys.executable, "-c", OURS, json.dumps(payload)]
@@ -206,16 +225,18 @@ def main() -> None:
                 payload = dict(common, config=CONFIG, tokens=str(npy))
                 cmd = [str(env_dir / "bin" / "python"), "-c", THEIRS, json.dumps(payload)]
                 env_run = env
-            procs[name] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                           env=env_run, cwd=work)
-        for name, proc in procs.items():
-            out, err = proc.communicate()
-            if proc.returncode != 0:
-                for other in procs.values():
-                    other.kill()
-                raise SystemExit(f"{name} failed:\n{out[-2000:]}\n{err[-4000:]}")
-        measured = rates_while_both_ran({n: json.loads(f.read_text()) for n, f in stamp_files.items()}, warmup,
-                                        tokens_per_micro)
+            logs[name] = work / f"log-{name}.txt"
+            with open(logs[name], "w") as log:
+                procs[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env_run, cwd=work)
+        # A tool that dies never hands the baton back: stop the other instead of waiting forever.
+        while any(p.poll() is None for p in procs.values()):
+            failed = [n for n, p in procs.items() if p.poll() not in (None, 0)]
+            if failed:
+                for p in procs.values():
+                    p.kill()
+                raise SystemExit(f"{failed[0]} failed:\n{logs[failed[0]].read_text()[-4000:]}")
+            time.sleep(0.5)
+        measured = {n: rate(json.loads(f.read_text()), warmup, tokens_per_micro) for n, f in stamp_files.items()}
         for name, r in measured.items():
             rates[name].append(r)
         print(f"round {round_ + 1}: ours {measured['ours']:8.1f} tokens/s, litgpt {measured['theirs']:8.1f} tokens/s, "
