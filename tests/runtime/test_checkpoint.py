@@ -123,3 +123,40 @@ def test_mark_complete_refuses_a_folder_without_weights(tmp_path):
     Config.from_name("pythia-14m").save(tmp_path)
     with pytest.raises(ValueError, match="no weight file"):
         mark_complete(tmp_path)
+
+
+def _resident_file_kib() -> int:
+    for line in open("/proc/self/status"):
+        if line.startswith("RssFile:"):
+            return int(line.split()[1])
+    raise AssertionError("no RssFile in /proc/self/status")
+
+
+def _kernel_has_pageout() -> bool:
+    if not os.path.exists("/proc/self/status"):
+        return False
+    major, minor = (int(x) for x in os.uname().release.split(".")[:2])
+    return (major, minor) >= (5, 4)
+
+
+@pytest.mark.skipif(not _kernel_has_pageout(), reason="needs Linux >= 5.4 (MADV_PAGEOUT) and /proc")
+def test_page_out_drops_read_weights_from_resident_memory_and_keeps_modified_ones(tmp_path):
+    """Writing a finetuned model reads every base weight; page_out keeps those reads from adding
+    to the process's resident memory, and never loses a weight that was changed in memory."""
+    from litgpt.convert.safetensors_io import load_mmap, page_out, save_state_dict
+
+    path = tmp_path / "big.safetensors"
+    save_state_dict(path, {"a": torch.randn(2048, 1024), "b": torch.randn(1024, 1024)})  # 8 + 4 MiB
+    tensors = load_mmap(path)
+    before = _resident_file_kib()
+    expected_b = tensors["b"].clone()
+    tensors["b"][0, :10] = 7.0  # copy-on-write: this page now exists only in memory
+    total = float(tensors["a"].sum() + tensors["b"].sum())  # read everything: paged in
+    assert _resident_file_kib() - before > 10_000
+    assert page_out(tensors.values()) >= 12 * 2**20
+    assert _resident_file_kib() - before < 2_000
+    # read back from the file; the modified row kept its new values
+    assert float(tensors["a"].sum() + tensors["b"].sum()) == pytest.approx(total)
+    assert torch.equal(tensors["b"][0, :10], torch.full((10,), 7.0))
+    assert torch.equal(tensors["b"][1:], expected_b[1:])
+    assert page_out([torch.ones(4)]) == 0  # not from a mapped file: nothing to do

@@ -5,6 +5,12 @@ holds a second copy of the weights; `load_file` reads everything into fresh memo
 header is computed from shapes alone, tensors are written one at a time as they are produced,
 and loading maps the file so weights are paged in on use.
 
+Pages of a mapped file that a process has read count in its resident memory (RSS) like any other
+memory, although the kernel can drop them at no cost. `page_out` tells it to (MADV_PAGEOUT) for
+the tensors given: writing a finetuned model reads every base weight once, and without this the
+untouched rest of, e.g., a 50k-row embedding would be paged in on top of the training peak.
+Pages a process has modified (copy-on-write) are never lost: the kernel keeps or swaps them.
+
 Format (https://github.com/huggingface/safetensors): 8-byte little-endian header length, a JSON
 header `{name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {str: str}}` padded with
 spaces to a multiple of 8, then the tensors' bytes back to back in header order.
@@ -12,10 +18,13 @@ spaces to a multiple of 8, then the tensors' bytes back to back in header order.
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import mmap
 import os
 import struct
+import weakref
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
@@ -27,6 +36,50 @@ DTYPE_NAMES: dict[torch.dtype, str] = {
     torch.bool: "BOOL",
 }
 DTYPES: dict[str, torch.dtype] = {name: dtype for dtype, name in DTYPE_NAMES.items()}
+
+
+MADV_PAGEOUT = getattr(mmap, "MADV_PAGEOUT", 21)  # Linux >= 5.4; Python's constant needs new headers
+
+# (start address, length, the mapping) of every file load_mmap has mapped and is still alive
+_MAPPINGS: list[tuple[int, int, "weakref.ref[mmap.mmap]"]] = []
+
+
+def _register_mapping(buffer: mmap.mmap) -> None:
+    anchor = ctypes.c_char.from_buffer(buffer)
+    start = ctypes.addressof(anchor)
+    del anchor  # a live ctypes view would keep the mapping from ever being closed
+    _MAPPINGS[:] = [m for m in _MAPPINGS if m[2]() is not None]
+    _MAPPINGS.append((start, len(buffer), weakref.ref(buffer)))
+
+
+def page_out(tensors: Iterable[torch.Tensor]) -> int:
+    """Drop the resident pages of those `tensors` that live in a mapped safetensors file (they are
+    read back from the file if used again). Returns the bytes advised; 0 where the kernel cannot."""
+    advised = 0
+    for tensor in tensors:
+        if tensor.device.type != "cpu" or tensor.numel() == 0:
+            continue
+        begin = tensor.data_ptr()
+        if tensor.is_contiguous():
+            end = begin + tensor.numel() * tensor.element_size()
+        else:  # its whole storage: a strided view may reach anywhere in it
+            storage = tensor.untyped_storage()
+            begin, end = storage.data_ptr(), storage.data_ptr() + storage.nbytes()
+        for start, length, ref in _MAPPINGS:
+            buffer = ref()
+            if buffer is None or not start <= begin < start + length:
+                continue
+            first = (begin - start) // mmap.PAGESIZE * mmap.PAGESIZE
+            last = min(end - start, length)
+            try:
+                buffer.madvise(MADV_PAGEOUT, first, last - first)
+            except (OSError, ValueError) as error:  # old kernel (EINVAL) or a closed mapping
+                if isinstance(error, OSError) and error.errno not in (errno.EINVAL, errno.ENOSYS):
+                    raise
+                return advised
+            advised += last - first
+            break
+    return advised
 
 
 def _element_size(dtype: torch.dtype) -> int:
@@ -69,6 +122,7 @@ def write_streaming(
             peak = max(peak, tensor.numel() * tensor.element_size())
             if tensor.numel():
                 f.write(memoryview(tensor.reshape(-1).view(torch.uint8).numpy()))
+                page_out([tensor])  # read once for writing: do not keep it resident (see top)
             del tensor
         f.flush()
         os.fsync(f.fileno())
@@ -102,6 +156,7 @@ def load_mmap(path: str | Path) -> dict[str, torch.Tensor]:
         if size == 0:
             raise ValueError(f"{path} is empty")
         buffer = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+    _register_mapping(buffer)
     tensors = {}
     for name, info in header.items():
         dtype = DTYPES[info["dtype"]]
