@@ -425,6 +425,10 @@ class GPT(nn.Module):
         shape = (batch_size, cfg.n_query_groups, self._max_seq_length, cfg.head_size)
         for block in self.transformer.h:
             block.attn.kv_cache = KVCache(shape, shape, device=device, dtype=dtype)
+        # Build the rope tables now rather than lazily in the first forward: under torch.compile a
+        # graph traced while they did not exist yet guards on that and is recompiled on the next
+        # request (seconds per request on a CPU).
+        self._rope_caches(torch.device(device), 0)
 
     def clear_kv_cache(self) -> None:
         for block in self.transformer.h:

@@ -159,3 +159,16 @@ def test_inference_mode_does_not_leak_into_the_callers_code(tiny):
     model = load_model(ours_dir)
     for _ in generate_tokens(model, [5, 17, 42], 3, temperature=0.0):
         assert not torch.is_inference_mode_enabled()
+
+
+@pytest.mark.slow
+def test_compiled_model_is_not_recompiled_by_the_next_request(tiny):
+    """The rope tables exist before the first compiled forward: a graph traced while they did not
+    would guard on that and recompile on the second request (seconds each on a CPU)."""
+    _, ours, _ = tiny
+    model = torch.compile(load_model(ours))
+    prompt = Tokenizer(ours).encode(PROMPT)
+    first = list(generate_tokens(model, prompt, 6, temperature=0.0))  # compiles prefill and decode
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        second = list(generate_tokens(model, prompt, 6, temperature=0.0))
+    assert second == first
