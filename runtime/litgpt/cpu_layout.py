@@ -11,7 +11,8 @@ vs column-major):
     (576, 576)    attention projection, one token:  0.043 vs 0.025 (1.74x)
     (576, 1536)   MLP projection, 32 tokens:        0.88 vs 0.61   (1.45x)
 
-and never slower beyond noise. Decoding reads every weight once per token, so this is most of
+and never slower beyond noise except for products of exactly 2 rows (about 10%); at 4-8 rows
+(batched serving) MKL's row-major path is at its worst and column-major is 1.3-1.9x. Decoding reads every weight once per token, so this is most of
 the difference between a memory-bound decode step and a faster one. The results differ from the
 row-major ones only in float rounding (a different summation order).
 
