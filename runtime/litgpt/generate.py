@@ -156,7 +156,7 @@ def load_for_inference(repo_id: str, checkpoint_root_dir: Path, device: str, pre
     tokenizer = Tokenizer(checkpoint_dir)
     model = load_model(checkpoint_dir, device=torch_device, dtype=dtype)
     model.eval()
-    if column_major_helps(torch_device):
+    if column_major_helps(torch_device, dtype):
         use_column_major_weights(model)
     if compile:
         # Default (automatic) dynamic shapes: the cache length grows by one each step, so after the

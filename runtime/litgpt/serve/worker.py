@@ -98,7 +98,7 @@ class GenerationAPI(ls.LitAPI):
         torch_device = torch.device(device)
         dtype = pick_dtype(self.precision, torch_device)
         model = load_model(self.checkpoint_dir, device=torch_device, dtype=dtype)
-        if column_major_helps(torch_device):  # batched decoding gains most: see litgpt.cpu_layout
+        if column_major_helps(torch_device, dtype):  # batched decoding gains most: see litgpt.cpu_layout
             use_column_major_weights(model)
         self.engine = BatchedGenerator(model, self.max_batch_size, self.max_seq_length)
         self._inbox: "queue.SimpleQueue[tuple[str, dict]]" = queue.SimpleQueue()
