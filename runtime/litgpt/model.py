@@ -152,15 +152,22 @@ class KVCache(nn.Module):
         self.register_buffer("v", torch.zeros(v_shape, device=device, dtype=dtype), persistent=False)
 
     def forward(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write k, v (B, G, T, hs) at input_pos ((T,) or (B, T)); return the whole cache."""
+        """Write k, v (B, G, T, hs) at input_pos ((T,) or (B, T)); return the cache's first B rows.
+
+        B may be less than the cache's rows: a batched server packs its busy requests into the
+        first rows and runs only those (a view, no copy).
+        """
+        cache_k, cache_v = self.k, self.v
+        if k.size(0) != cache_k.size(0):
+            cache_k, cache_v = cache_k[: k.size(0)], cache_v[: k.size(0)]
         if input_pos.dim() == 1:
-            self.k.index_copy_(2, input_pos, k)
-            self.v.index_copy_(2, input_pos, v)
+            cache_k.index_copy_(2, input_pos, k)
+            cache_v.index_copy_(2, input_pos, v)
         else:
             index = input_pos[:, None, :, None].expand(-1, k.size(1), -1, k.size(3))
-            self.k.scatter_(2, index, k)
-            self.v.scatter_(2, index, v)
-        return self.k, self.v
+            cache_k.scatter_(2, index, k)
+            cache_v.scatter_(2, index, v)
+        return cache_k, cache_v
 
     def reset_parameters(self) -> None:
         self.k.zero_()

@@ -95,6 +95,35 @@ def test_batched_greedy_equals_sequential_generate(model, tokenizer):
     assert max(batch_sizes) == 3
 
 
+def test_rows_stay_packed_as_requests_end_and_a_lone_request_runs_alone(model, tokenizer):
+    """Requests that end early (or are cancelled) hand their row to the last busy one, cache and
+    all: everyone still decodes exactly as alone, and the steps shrink to the busy rows."""
+    from litgpt.serve.engine import BatchedGenerator, GenerationRequest
+
+    lengths = [3, 14, 5, 9, 2, 7, 11]
+    prompts = [tokenizer.encode(PROMPTS[i % len(PROMPTS)]) for i in range(len(lengths))]
+    expected = {str(i): reference_greedy(model, p, n) for i, (p, n) in enumerate(zip(prompts, lengths))}
+    engine = BatchedGenerator(model, max_batch_size=3, max_seq_length=64)
+    for i, (p, n) in enumerate(zip(prompts, lengths)):
+        engine.submit(str(i), GenerationRequest(p, n, stop_ids=(EOS_ID,)))
+    got = {key: [] for key in expected}
+    sizes = []
+    cancelled = False
+    while engine.has_work():
+        events = engine.step()
+        sizes.append(events[0].batch_size)
+        for event in events:
+            if event.token_id is not None:
+                got[event.key].append(event.token_id)
+        if not cancelled and len(got["3"]) == 2:  # a row in the middle goes away mid-flight
+            assert engine.cancel("3")
+            cancelled = True
+    assert cancelled and got.pop("3") == expected.pop("3")[:2]
+    assert got == expected
+    assert max(sizes) == 3 and sizes[-1] == 1  # the longest request finishes alone
+    assert all(s is None for s in engine.slots)
+
+
 def test_cancel_frees_the_slot(model, tokenizer):
     from litgpt.serve.engine import BatchedGenerator, GenerationRequest
 

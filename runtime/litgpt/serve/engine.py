@@ -15,6 +15,11 @@ The model's mask lets a query see only keys at positions <= its own, so the padd
 a row's last real token is never read: the row's next real token overwrites it first. Near the
 end of the context padding would run past the cache, so the last cache position is kept as a
 scratch slot that padding is clamped into and real tokens never use.
+
+Busy rows are kept packed at the front of the cache, and a step runs only those: when a request
+ends, the last busy row (its request and its cache entries) moves into the freed row. A lone
+request on an 8-row server therefore costs a 1-row step, not an 8-row one (on a CPU the vocabulary
+projection alone is about twice as slow for 8 rows as for 1).
 """
 
 from __future__ import annotations
@@ -92,7 +97,7 @@ class BatchedGenerator:
         """Drop a request (waiting or running); its slot is free for the next step."""
         for i, slot in enumerate(self.slots):
             if slot is not None and slot.key == key:
-                self.slots[i] = None
+                self._release(i)
                 return True
         for item in self.waiting:
             if item[0] == key:
@@ -106,6 +111,19 @@ class BatchedGenerator:
         self.slots = [None] * self.max_batch_size
         self.waiting.clear()
         return keys
+
+    def _release(self, i: int) -> None:
+        """Free row i, keeping busy rows packed: the last busy row moves into it, cache included."""
+        last = self.active - 1
+        if i != last:
+            moved = self.slots[last]
+            with torch.no_grad():
+                for block in self.model.transformer.h:
+                    cache = block.attn.kv_cache  # positions >= moved.pos hold only padding
+                    cache.k[i, :, : moved.pos].copy_(cache.k[last, :, : moved.pos])
+                    cache.v[i, :, : moved.pos].copy_(cache.v[last, :, : moved.pos])
+            self.slots[i] = moved
+        self.slots[last] = None
 
     def _admit(self) -> None:
         for i in range(self.max_batch_size):
@@ -121,53 +139,46 @@ class BatchedGenerator:
     # -- the step --
     def step(self) -> list[TokenEvent]:
         self._admit()
-        rows = [i for i, slot in enumerate(self.slots) if slot is not None]
-        if not rows:
+        n = self.active  # rows 0..n-1 (packed)
+        if not n:
             return []
-        width = max(len(self.slots[i].pending) for i in rows)
+        slots = self.slots[:n]
+        width = max(len(slot.pending) for slot in slots)
         scratch = self.cache_length - 1
-        idx = [[0] * width for _ in range(self.max_batch_size)]
-        positions = [[min(j, scratch) for j in range(width)] for _ in range(self.max_batch_size)]
-        last = [0] * self.max_batch_size
-        for i in rows:
-            slot = self.slots[i]
-            n = len(slot.pending)
-            idx[i][:n] = slot.pending
-            positions[i] = [min(slot.pos + j, scratch) for j in range(width)]
-            last[i] = n - 1
+        idx, positions, last = [], [], []
+        for slot in slots:
+            k = len(slot.pending)
+            idx.append(slot.pending + [0] * (width - k))
+            positions.append([min(slot.pos + j, scratch) for j in range(width)])
+            last.append(k - 1)
         maxp1 = max(max(p) for p in positions) + 1
 
         with torch.inference_mode():
             idx_t = torch.tensor(idx, dtype=torch.long, device=self.device)
             pos_t = torch.tensor(positions, dtype=torch.long, device=self.device)
-            logits = self.model(idx_t, input_pos=pos_t, input_pos_maxp1=maxp1)  # (B, T, V)
-            row_index = torch.tensor(rows, device=self.device)
+            logits = self.model(idx_t, input_pos=pos_t, input_pos_maxp1=maxp1)  # (n, T, V)
             if width == 1:
-                picked = logits[:, 0].index_select(0, row_index)
+                picked = logits[:, 0]
             else:
-                last_t = torch.tensor([last[i] for i in rows], device=self.device)
-                picked = logits.index_select(0, row_index)[torch.arange(len(rows), device=self.device), last_t]
-            tokens = sample_rows(
-                picked,
-                [self.slots[i].request.sampling for i in rows],
-                [self.slots[i].generator for i in rows],
-            )
+                picked = logits[torch.arange(n, device=self.device), torch.tensor(last, device=self.device)]
+            tokens = sample_rows(picked, [slot.request.sampling for slot in slots], [slot.generator for slot in slots])
 
         events: list[TokenEvent] = []
-        batch_size = len(rows)
-        for i, token in zip(rows, tokens):
-            slot = self.slots[i]
+        finished: list[int] = []
+        for i, (slot, token) in enumerate(zip(slots, tokens)):
             slot.pos += len(slot.pending)
             if token in slot.request.stop_ids:
-                events.append(TokenEvent(slot.key, None, "stop", batch_size))
-                self.slots[i] = None
+                events.append(TokenEvent(slot.key, None, "stop", n))
+                finished.append(i)
                 continue
             slot.generated += 1
             finish = None
             if slot.generated >= slot.request.max_new_tokens or slot.pos >= self.context_window:
                 finish = "length"
-                self.slots[i] = None
+                finished.append(i)
             else:
                 slot.pending = [token]
-            events.append(TokenEvent(slot.key, token, finish, batch_size))
+            events.append(TokenEvent(slot.key, token, finish, n))
+        for i in reversed(finished):  # from the back, so each move takes a row that stays busy
+            self._release(i)
         return events
