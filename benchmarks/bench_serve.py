@@ -9,7 +9,8 @@ when missing (the real `litgpt serve` needs it). Then, alternating rounds (ours,
 start the server, wait for /health, let `--clients` threads each POST `--requests` prompts to
 /predict ({"prompt": ...}, the endpoint both servers have) one after another, all at once, and
 stop the server. Both servers: greedy (--temperature 0), the same --max_new_tokens, float32,
-CPU, the same thread count; ours with --max_batch_size = clients (the real one has no batching).
+CPU, the same thread count; ours with --max_batch_size = clients (the real one has no batching),
+or `--max_batch_size N` (e.g. our default 8 with 1 client: a server sized for more than its load).
 Reports p50/p95 request latency and generated tokens/s of each tool, and the ratios. Random
 weights produce ids the small benchmark tokenizer cannot spell, so tokens are not counted from
 the text: ours reports them exactly (/metrics, litgpt_serve_generated_tokens_total); for the real
@@ -138,6 +139,7 @@ def main() -> None:
     parser.add_argument("--model", choices=sorted(MODELS), default="pythia-14m")
     parser.add_argument("--litgpt_version", default="0.5.13")
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--max_batch_size", type=int, default=None, help="ours (default: --clients)")
     parser.add_argument("--requests", type=int, default=3, help="requests per client per round")
     parser.add_argument("--max_new_tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1)
@@ -163,7 +165,7 @@ def main() -> None:
             port = free_port()
             if name == "ours":
                 cmd = [OUR_LITGPT, "serve", ours_dir, "--port", port, "--accelerator", "cpu",
-                       "--max_batch_size", args.clients, "--max_seq_length", 512, *common]
+                       "--max_batch_size", args.max_batch_size or args.clients, "--max_seq_length", 512, *common]
             else:
                 cmd = [env_dir / "bin" / "litgpt", "serve", theirs_dir, "--port", port, "--accelerator", "cpu",
                        *common]
