@@ -470,6 +470,7 @@ class GPT(nn.Module):
         input_pos: Optional[torch.Tensor] = None,
         input_pos_maxp1: Optional[int] = None,
         last_token_only: bool = False,
+        output_index: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """idx (B, T) token ids -> logits (B, T, padded_vocab_size).
 
@@ -477,6 +478,8 @@ class GPT(nn.Module):
         tokens -- (T,) shared by all rows (ascending), or (B, T) per row -- with a KV cache.
         input_pos_maxp1: 1 + the largest position, if the caller knows it (saves a device sync).
         last_token_only: compute logits for the last position only (B, 1, V) -- what decoding needs.
+        output_index: (B,) the one position per row to compute logits for (B, 1, V): each row's
+            last real token when rows are right-padded to different lengths (batched serving).
         """
         B, T = idx.shape
         cfg = self.config
@@ -513,6 +516,8 @@ class GPT(nn.Module):
             x = block(x, layer_ropes[kind], masks[kind], input_pos, maxp1 if input_pos is not None else None)
         if last_token_only:
             x = x[:, -1:]
+        elif output_index is not None:
+            x = x[torch.arange(B, device=x.device), output_index].unsqueeze(1)
         x = self.transformer.ln_f(x)
         logits = self.lm_head(x)  # (B, T, padded_vocab_size)
         if cfg.final_logit_softcapping is not None:

@@ -124,6 +124,17 @@ def test_rows_stay_packed_as_requests_end_and_a_lone_request_runs_alone(model, t
     assert all(s is None for s in engine.slots)
 
 
+def test_output_index_computes_only_each_rows_last_logits(model):
+    """What the engine asks for when a new row's prompt is padded next to decoding rows."""
+    idx = torch.randint(0, model.config.vocab_size, (3, 5))
+    last = torch.tensor([4, 0, 2])
+    with torch.inference_mode():
+        full = model(idx)  # (3, 5, V)
+        picked = model(idx, output_index=last)
+    assert picked.shape == (3, 1, full.size(-1))
+    torch.testing.assert_close(picked[:, 0], full[torch.arange(3), last], rtol=1e-5, atol=1e-5)
+
+
 def test_cancel_frees_the_slot(model, tokenizer):
     from litgpt.serve.engine import BatchedGenerator, GenerationRequest
 

@@ -156,11 +156,10 @@ class BatchedGenerator:
         with torch.inference_mode():
             idx_t = torch.tensor(idx, dtype=torch.long, device=self.device)
             pos_t = torch.tensor(positions, dtype=torch.long, device=self.device)
-            logits = self.model(idx_t, input_pos=pos_t, input_pos_maxp1=maxp1)  # (n, T, V)
-            if width == 1:
-                picked = logits[:, 0]
-            else:
-                picked = logits[torch.arange(n, device=self.device), torch.tensor(last, device=self.device)]
+            # logits only at each row's last real token: a new row's prompt positions would
+            # otherwise each get a vocabulary-sized row (GBs for long prompts and large vocabularies)
+            last_t = None if width == 1 else torch.tensor(last, device=self.device)
+            picked = self.model(idx_t, input_pos=pos_t, input_pos_maxp1=maxp1, output_index=last_t)[:, 0]  # (n, V)
             tokens = sample_rows(picked, [slot.request.sampling for slot in slots], [slot.generator for slot in slots])
 
         events: list[TokenEvent] = []
