@@ -195,8 +195,8 @@ with torch.inference_mode():
 OUR_STEP = """
 import sys, time, torch
 from litgpt.checkpoint import load_model
-from litgpt.cpu_layout import use_column_major_weights
-m = load_model(sys.argv[1]); m.set_kv_cache(1, 200); use_column_major_weights(m)  # as generate does
+from litgpt.cpu_layout import prepare_for_cpu_inference
+m = load_model(sys.argv[1]); m.set_kv_cache(1, 200); prepare_for_cpu_inference(m)  # as generate does
 step = lambda i: m(torch.tensor([[5]]), input_pos=torch.tensor([40 + i]), input_pos_maxp1=41 + i, last_token_only=True)
 with torch.inference_mode():
     m(torch.arange(1, 33)[None], input_pos=torch.arange(32), input_pos_maxp1=32, last_token_only=True)

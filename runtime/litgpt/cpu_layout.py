@@ -52,3 +52,12 @@ def use_column_major_weights(model: nn.Module) -> int:
             weight.data = weight.data.t().contiguous().t()
             changed += 1
     return changed
+
+
+def prepare_for_cpu_inference(model: nn.Module) -> int:
+    """`use_column_major_weights` where it helps (`column_major_helps`, judged from the model's own
+    weights); returns how many weights were re-stored. What `generate`, `chat` and `serve` call."""
+    weight = next(model.parameters())
+    if not column_major_helps(weight.device, weight.dtype):
+        return 0
+    return use_column_major_weights(model)

@@ -146,7 +146,7 @@ def load_for_inference(repo_id: str, checkpoint_root_dir: Path, device: str, pre
     import torch
 
     from litgpt.checkpoint import load_model
-    from litgpt.cpu_layout import column_major_helps, use_column_major_weights
+    from litgpt.cpu_layout import prepare_for_cpu_inference
     from litgpt.download import ensure_checkpoint
     from litgpt.tokenizer import Tokenizer
 
@@ -156,8 +156,7 @@ def load_for_inference(repo_id: str, checkpoint_root_dir: Path, device: str, pre
     tokenizer = Tokenizer(checkpoint_dir)
     model = load_model(checkpoint_dir, device=torch_device, dtype=dtype)
     model.eval()
-    if column_major_helps(torch_device, dtype):
-        use_column_major_weights(model)
+    prepare_for_cpu_inference(model)
     if compile:
         # Default (automatic) dynamic shapes: the cache length grows by one each step, so after the
         # first recompilation that length is symbolic instead of a new graph per token.

@@ -241,13 +241,12 @@ def _main(fabric: Any, method: Method, base_dir: Path, out_dir: Path, data: Fine
     del optimizer  # its moments are no longer needed: free them before writing the output
     state_dict = full_state_dict(fabric, model, out_dir)
     if fabric.global_rank == 0:
+        from litgpt.checkpoint import WEIGHTS_FILE, load_state_dict
         from litgpt.convert.safetensors_io import page_out
 
         # Writing reads each base weight once more (all of the embedding, not just the rows the
         # data used): start from a small resident set rather than adding that to the training peak.
         page_out(state_dict.values())
-    if fabric.global_rank == 0:
-        from litgpt.checkpoint import WEIGHTS_FILE, load_state_dict
 
         base_dtype = next(iter(load_state_dict(base_dir / WEIGHTS_FILE).values())).dtype
         final_dir = out_dir / "final"

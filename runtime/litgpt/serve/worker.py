@@ -91,15 +91,14 @@ class GenerationAPI(ls.LitAPI):
         import torch
 
         from litgpt.checkpoint import load_model
-        from litgpt.cpu_layout import column_major_helps, use_column_major_weights
+        from litgpt.cpu_layout import prepare_for_cpu_inference
         from litgpt.generate import pick_dtype
         from litgpt.serve.engine import BatchedGenerator
 
         torch_device = torch.device(device)
         dtype = pick_dtype(self.precision, torch_device)
         model = load_model(self.checkpoint_dir, device=torch_device, dtype=dtype)
-        if column_major_helps(torch_device, dtype):  # batched decoding gains most: see litgpt.cpu_layout
-            use_column_major_weights(model)
+        prepare_for_cpu_inference(model)  # batched decoding gains most: see litgpt.cpu_layout
         self.engine = BatchedGenerator(model, self.max_batch_size, self.max_seq_length)
         self._inbox: "queue.SimpleQueue[tuple[str, dict]]" = queue.SimpleQueue()
         logger.info("Model %s ready on %s (%s, %d slots)", self.checkpoint_dir, device, dtype, self.max_batch_size)
