@@ -78,7 +78,7 @@ class Data(DataModule):
         return DataLoader(Chunks(self.block), batch_size=self.batch_size, collate_fn=torch.stack)
 
 setup("bench-tiny", model_config=Config(**a["config"]), out_dir=__import__("pathlib").Path(a["out_dir"]),
-      precision="32-true", data=Data(), devices=1, tokenizer_dir=__import__("pathlib").Path(a["tokenizer_dir"]),
+      precision=a["precision"], data=Data(), devices=1, tokenizer_dir=__import__("pathlib").Path(a["tokenizer_dir"]),
       logger_name="csv", seed=a["seed"],
       train=TrainArgs(save_interval=None, log_interval=1, global_batch_size=a["global_batch_size"],
                       micro_batch_size=a["micro_batch_size"], max_tokens=a["max_tokens"], max_seq_length=a["block"],
@@ -106,7 +106,7 @@ def stamped(samples):
 text_data.stack_collate = stamped  # what pretrain.main collates training micro-batches with
 
 setup(model_config=Path(a["config_file"]), tokenizer_dir=Path(a["tokenizer_dir"]),
-      data=text_data.TokenShards(path=Path(a["shards"])), out_dir=Path(a["out_dir"]), precision="32-true",
+      data=text_data.TokenShards(path=Path(a["shards"])), out_dir=Path(a["out_dir"]), precision=a["precision"],
       devices=1, seed=a["seed"], compile=a["compile"],
       train=TrainArgs(save_interval=None, log_interval=1, global_batch_size=a["global_batch_size"],
                       micro_batch_size=a["micro_batch_size"], max_tokens=a["max_tokens"], max_seq_length=a["block"],
@@ -185,6 +185,8 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=128)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--precision", default="32-true", choices=("32-true", "bf16-mixed", "bf16-true"),
+                        help="the same for both tools (litgpt's own default on a CPU is bf16-mixed)")
     parser.add_argument("--compile", action="store_true", help="torch.compile ours too (the real one always does)")
     args = parser.parse_args()
 
@@ -214,7 +216,7 @@ def main() -> None:
             stamp_files[name] = work / f"stamps-{name}.json"
             common = dict(seed=42, max_tokens=args.steps * args.global_batch_size * args.block,
                           global_batch_size=args.global_batch_size, micro_batch_size=args.micro_batch_size,
-                          block=args.block, out_dir=str(out_dir), stamps=str(stamp_files[name]),
+                          block=args.block, precision=args.precision, out_dir=str(out_dir), stamps=str(stamp_files[name]),
                           tokenizer_dir=str(hf_dir), baton_code=BATON, baton_in=str(pipes[name]),
                           baton_out=str(pipes[other]), starts=name == first)
             if name == "ours":
@@ -243,7 +245,7 @@ def main() -> None:
               f"ratio {measured['ours'] / measured['theirs']:.2f}x", flush=True)
     ours, theirs = statistics.median(rates["ours"]), statistics.median(rates["theirs"])
     print(f"\ntiny Llama ({CONFIG['n_layer']} layers, {CONFIG['n_embd']} wide) from scratch, CPU, {args.threads} "
-          f"thread(s), float32, micro-batch {args.micro_batch_size} x {args.block} tokens, global batch "
+          f"thread(s), {args.precision}, micro-batch {args.micro_batch_size} x {args.block} tokens, global batch "
           f"{args.global_batch_size}, {args.steps} steps ({args.warmup_steps} warm-up not timed)"
           f"{', ours compiled' if args.compile else ''}")
     print(f"  litgpt {args.litgpt_version:<8} {theirs:9.1f} tokens/s  (rounds: {', '.join(f'{r:.0f}' for r in rates['theirs'])})")
