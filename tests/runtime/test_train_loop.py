@@ -230,3 +230,29 @@ def test_precision_checks():
         assert check_precision(None) == "32-true"
         with pytest.raises(UserError, match="needs a CUDA GPU"):
             check_precision("16-mixed")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the hint is about CPU training")
+@pytest.mark.parametrize("amx", [True, False])
+def test_cpu_default_precision_hints_at_bf16_where_the_cpu_has_amx(monkeypatch, capsys, amx):
+    import litgpt.train.launch as launch
+
+    monkeypatch.setattr(launch, "cpu_has_bf16_matrix_units", lambda: amx)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert launch.check_precision(None) == "32-true"  # the default stays float32 either way
+    hint = capsys.readouterr().err
+    assert ("--precision bf16-mixed" in hint) is amx
+    launch.check_precision("32-true")  # an explicit choice gets no advice
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    launch.check_precision(None)  # nor does every process but the first
+    assert capsys.readouterr().err == ""
+
+
+def test_amx_detection_reads_the_cpu_flags():
+    from litgpt.train.launch import cpu_has_bf16_matrix_units
+
+    try:
+        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        pytest.skip("no /proc/cpuinfo flags here")
+    assert cpu_has_bf16_matrix_units() is ("amx_bf16" in flags)

@@ -9,6 +9,7 @@ them when `--num_nodes` is not given.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -30,7 +31,27 @@ def default_precision() -> str:
     return "32-true"
 
 
+def cpu_has_bf16_matrix_units() -> bool:
+    """AMX (Intel Sapphire Rapids and later): bfloat16 matrix products run several times faster than float32."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return "amx_bf16" in line.split()
+    except OSError:
+        pass
+    return False
+
+
 def check_precision(precision: Optional[str]) -> str:
+    if precision is None:
+        import torch
+
+        if not torch.cuda.is_available() and os.environ.get("LOCAL_RANK", "0") == "0" and cpu_has_bf16_matrix_units():
+            # Float32 stays the CPU default (exact, the same on every CPU), but on these CPUs
+            # bf16-mixed trains much faster; users should not have to know that.
+            print("Training in float32 on the CPU. This CPU has AMX bfloat16 units: --precision bf16-mixed "
+                  "is usually much faster (float32 master weights, bfloat16 matrix products).", file=sys.stderr)
     precision = precision or default_precision()
     precision = "32-true" if precision == "32" else precision
     if precision not in PRECISIONS:
