@@ -8,9 +8,9 @@ Shares the real litgpt's venv, the random-weight Hugging Face folder and both co
 bench_generate.py (everything under benchmarks/.work/, git-ignored). The workload is the same for
 both tools: one Alpaca JSON file whose records all have the same token length (so every step
 processes exactly global_batch_size x length tokens in both, whatever the shuffling), prompts
-masked, the same micro/global batch sizes (gradient accumulation included), float32 on the CPU,
-the same thread count, no validation in between, LoRA on query+value with r=8 / adapter prompt 10
-from layer 2 (both tools' defaults).
+masked, the same micro/global batch sizes (gradient accumulation included), the same precision
+(float32 unless --precision) on the CPU, the same thread count, no validation in between, LoRA on
+query+value with r=8 / adapter prompt 10 from layer 2 (both tools' defaults).
 
 Measured per run: wall-clock seconds between consecutive optimizer-step log lines (stamped as each
 line arrives; the first interval is warm-up and dropped), tokens/s = tokens per step / median
@@ -95,7 +95,7 @@ def commands(method: str, env_dir: Path, ours_dir: Path, theirs_dir: Path, data:
               "--train.global_batch_size", args.global_batch_size, "--train.micro_batch_size", args.micro_batch_size,
               "--train.max_steps", args.steps, "--train.max_seq_length", args.length + 16, "--train.save_interval", 100000,
               "--train.log_interval", 1, "--train.lr_warmup_steps", 1, "--eval.interval", 100000, "--eval.max_iters", 1,
-              "--precision", "32-true", "--devices", 1]
+              "--precision", args.precision, "--devices", 1]
     ours = [OUR_LITGPT, f"finetune_{method}", ours_dir, *shared, "--out_dir", WORK / "out" / "ours" / method,
             "--eval.final_validation", "false", "--train.max_norm", "null"]
     theirs = [env_dir / "bin" / "litgpt", f"finetune_{method}", theirs_dir, *shared,
@@ -115,6 +115,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="optimizer steps per run (the first interval is warm-up)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=1, help="alternating runs of each tool per method")
+    parser.add_argument("--precision", default="32-true", choices=("32-true", "bf16-mixed", "bf16-true"),
+                        help="the same for both tools (litgpt's own default on a CPU is bf16-mixed)")
     args = parser.parse_args()
 
     env_dir = real_litgpt_venv(args.litgpt_version)
@@ -145,7 +147,7 @@ def main() -> None:
         cpt = {who: statistics.median(t) for who, t in cpu_times.items()}
         rows.append((method, spt, cpt, peak))
 
-    print(f"\n{args.model} (random weights), CPU, {args.threads} threads, float32, {length}-token samples "
+    print(f"\n{args.model} (random weights), CPU, {args.threads} threads, {args.precision}, {length}-token samples "
           f"(prompt masked), global batch {args.global_batch_size} = {args.global_batch_size // args.micro_batch_size} "
           f"x micro {args.micro_batch_size}, {args.steps} steps (median of the step intervals after the first)")
     print("wall: seconds per step and tokens/s by the clock; cpu: CPU-seconds the process used per step, and")
