@@ -197,7 +197,8 @@ def main() -> None:
     config_file = work / "bench-tiny.yaml"
     import yaml
 
-    config_file.write_text(yaml.safe_dump(CONFIG))
+    config = dict(CONFIG, block_size=max(CONFIG["block_size"], args.block))  # longer --block: a longer context
+    config_file.write_text(yaml.safe_dump(config))
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
            "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
     micro_per_step = args.global_batch_size // args.micro_batch_size
@@ -224,7 +225,7 @@ def main() -> None:
                 cmd = [sys.executable, "-c", OURS, json.dumps(payload)]
                 env_run = {**env, "PYTHONPATH": str(HERE.parent / "runtime")}
             else:
-                payload = dict(common, config=CONFIG, tokens=str(npy))
+                payload = dict(common, config=config, tokens=str(npy))
                 cmd = [str(env_dir / "bin" / "python"), "-c", THEIRS, json.dumps(payload)]
                 env_run = env
             logs[name] = work / f"log-{name}.txt"
