@@ -68,7 +68,8 @@ def test_two_cpu_processes_with_ddp_match_one_process(litgpt, base_dir, tmp_path
     records = RECORDS + [{"instruction": "One more?", "output": "yes"}]  # 9: 8 train + 1 val
     data = write_records(tmp_path / "train.json", records)
     args = ["--data.json_path", str(data), "--data.val_split_fraction", "0.12", "--train.max_steps", "2",
-            "--train.save_interval", "2", *COMMON]
+            "--train.save_interval", "2", *COMMON,
+            "--precision", "32-true"]  # float32 on every CPU: only the summation order differs between the runs
     ddp = litgpt("finetune_full", str(base_dir), "--devices", "2", "--strategy", "ddp", "--out_dir", str(tmp_path / "ddp"), *args,
                  env={"OMP_NUM_THREADS": "1"})
     assert ddp.returncode == 0, ddp.stderr[-3000:]

@@ -227,24 +227,23 @@ def test_precision_checks():
     with pytest.raises(UserError, match="not supported"):
         check_precision("fp8")
     if not torch.cuda.is_available():
-        assert check_precision(None) == "32-true"
         with pytest.raises(UserError, match="needs a CUDA GPU"):
             check_precision("16-mixed")
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="the hint is about CPU training")
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU's default")
 @pytest.mark.parametrize("amx", [True, False])
-def test_cpu_default_precision_hints_at_bf16_where_the_cpu_has_amx(monkeypatch, capsys, amx):
+def test_cpu_default_precision_is_bf16_mixed_only_where_the_cpu_has_amx(monkeypatch, capsys, amx):
     import litgpt.train.launch as launch
 
     monkeypatch.setattr(launch, "cpu_has_bf16_matrix_units", lambda: amx)
     monkeypatch.delenv("LOCAL_RANK", raising=False)
-    assert launch.check_precision(None) == "32-true"  # the default stays float32 either way
-    hint = capsys.readouterr().err
-    assert ("--precision bf16-mixed" in hint) is amx
-    launch.check_precision("32-true")  # an explicit choice gets no advice
+    assert launch.check_precision(None) == ("bf16-mixed" if amx else "32-true")
+    said = capsys.readouterr().err
+    assert ("Training in bf16-mixed" in said and "--precision 32-true" in said) is amx
+    assert launch.check_precision("32-true") == "32-true"  # an explicit choice is kept, silently
     monkeypatch.setenv("LOCAL_RANK", "1")
-    launch.check_precision(None)  # nor does every process but the first
+    launch.check_precision(None)  # only the first process of a multi-process run says it
     assert capsys.readouterr().err == ""
 
 

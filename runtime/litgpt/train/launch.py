@@ -23,12 +23,14 @@ PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true")
 
 
 def default_precision() -> str:
-    """bf16 where the GPU supports it (mixed: master weights stay float32), float32 on the CPU."""
+    """bf16-mixed where the hardware has bfloat16 matrix units (master weights stay float32):
+    GPUs that support bf16, and CPUs with AMX; float16-mixed on older GPUs; float32 on other CPUs,
+    where bf16 would be emulated and slow (litgpt picks bf16-mixed on every CPU)."""
     import torch
 
     if torch.cuda.is_available():
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    return "32-true"
+    return "bf16-mixed" if cpu_has_bf16_matrix_units() else "32-true"
 
 
 def cpu_has_bf16_matrix_units() -> bool:
@@ -47,12 +49,11 @@ def check_precision(precision: Optional[str]) -> str:
     if precision is None:
         import torch
 
-        if not torch.cuda.is_available() and os.environ.get("LOCAL_RANK", "0") == "0" and cpu_has_bf16_matrix_units():
-            # Float32 stays the CPU default (exact, the same on every CPU), but on these CPUs
-            # bf16-mixed trains much faster; users should not have to know that.
-            print("Training in float32 on the CPU. This CPU has AMX bfloat16 units: --precision bf16-mixed "
-                  "is usually much faster (float32 master weights, bfloat16 matrix products).", file=sys.stderr)
-    precision = precision or default_precision()
+        precision = default_precision()
+        if precision == "bf16-mixed" and not torch.cuda.is_available() and os.environ.get("LOCAL_RANK", "0") == "0":
+            # Say so: the same command gives float32 results on a CPU without AMX.
+            print("Training in bf16-mixed: this CPU has AMX bfloat16 units (float32 master weights, bfloat16 "
+                  "matrix products; --precision 32-true for float32 throughout).", file=sys.stderr)
     precision = "32-true" if precision == "32" else precision
     if precision not in PRECISIONS:
         raise UserError(f"--precision {precision!r} is not supported; choose one of {', '.join(PRECISIONS)}.")
