@@ -82,7 +82,8 @@ def setup(
             once) or `--data TokenShards --data.path shards/` (pre-tokenised shards).
         out_dir: Where checkpoints (`step-*`), logs, the token cache and `final/` go
             (default: out/pretrain/<name>).
-        precision: 32-true, bf16-mixed, bf16-true or 16-mixed (default: bf16-mixed on GPUs and AMX CPUs, else 32-true).
+        precision: 32-true, bf16-mixed, bf16-true or 16-mixed (default: bf16-mixed on GPUs and
+            on CPUs with AMX, else 32-true).
         devices: Devices per node (or auto).
         num_nodes: Nodes (default: from the torch distributed environment, else 1).
         strategy: auto, ddp or fsdp.

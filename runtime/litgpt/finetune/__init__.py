@@ -71,7 +71,8 @@ def setup(
         data: Training data, e.g. `--data JSON --data.json_path train.json`.
         checkpoint_root_dir: Where downloaded checkpoints live.
         out_dir: Where checkpoints, logs and `final/` go (default out/finetune/<method>).
-        precision: 32-true, bf16-mixed, bf16-true or 16-mixed (default: bf16-mixed on GPUs and AMX CPUs, else 32-true).
+        precision: 32-true, bf16-mixed, bf16-true or 16-mixed (default: bf16-mixed on GPUs and
+            on CPUs with AMX, else 32-true).
         devices: Devices per node (or auto).
         num_nodes: Nodes (default: from the torch distributed environment, else 1).
         strategy: auto, ddp or fsdp.
