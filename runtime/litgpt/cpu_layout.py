@@ -12,14 +12,15 @@ vs column-major):
     (576, 1536)   MLP projection, 32 tokens:        0.88 vs 0.61   (1.45x)
 
 and never slower beyond noise except for products of exactly 2 rows (about 10%); at 4-8 rows
-(batched serving) MKL's row-major path is at its worst and column-major is 1.3-1.9x. Decoding reads every weight once per token, so this is most of
-the difference between a memory-bound decode step and a faster one. The results differ from the
-row-major ones only in float rounding (a different summation order).
+(batched serving) MKL's row-major path is at its worst and column-major is 1.3-1.9x. Decoding
+reads every weight once per token, so this is most of the difference between a memory-bound
+decode step and a faster one. The results differ from the row-major ones only in float rounding
+(a different summation order).
 
-Only for float32 inference on the CPU with an MKL build: training keeps PyTorch's layout (gradients and
-optimizer state follow the parameter's strides), and other BLAS libraries or GPUs were not
-measured. The weights are copied once into ordinary (aligned) memory, as any non-mmap loader
-would; tied weights stay tied because the shared Parameter is changed in place.
+Only for float32 inference on the CPU with an MKL build: training keeps PyTorch's layout
+(gradients and optimizer state follow the parameter's strides), and other BLAS libraries or GPUs
+were not measured. The weights are copied once into ordinary (aligned) memory, as any non-mmap
+loader would; tied weights stay tied because the shared Parameter is changed in place.
 """
 
 from __future__ import annotations

@@ -46,20 +46,19 @@ def cpu_has_bf16_matrix_units() -> bool:
 
 
 def check_precision(precision: Optional[str]) -> str:
-    if precision is None:
-        import torch
+    import torch
 
+    on_cpu = not torch.cuda.is_available()
+    if precision is None:
         precision = default_precision()
-        if precision == "bf16-mixed" and not torch.cuda.is_available() and os.environ.get("LOCAL_RANK", "0") == "0":
+        if precision == "bf16-mixed" and on_cpu and os.environ.get("LOCAL_RANK", "0") == "0":
             # Say so: the same command gives float32 results on a CPU without AMX.
             print("Training in bf16-mixed: this CPU has AMX bfloat16 units (float32 master weights, bfloat16 "
                   "matrix products; --precision 32-true for float32 throughout).", file=sys.stderr)
     precision = "32-true" if precision == "32" else precision
     if precision not in PRECISIONS:
         raise UserError(f"--precision {precision!r} is not supported; choose one of {', '.join(PRECISIONS)}.")
-    import torch
-
-    if not torch.cuda.is_available() and precision == "16-mixed":
+    if on_cpu and precision == "16-mixed":
         raise UserError("--precision 16-mixed needs a CUDA GPU; on the CPU use 32-true or bf16-mixed.")
     return precision
 
