@@ -3,13 +3,14 @@ same tokens, same batches.
 
     .venv/bin/python benchmarks/bench_pretrain.py                    # tiny Llama, CPU, 1 thread
     .venv/bin/python benchmarks/bench_pretrain.py --steps 60 --threads 2
+    .venv/bin/python benchmarks/bench_pretrain.py --compile --precision bf16-mixed   # litgpt's CPU default
 
 Shares the venv with the pinned real litgpt and the benchmark tokenizer with bench_generate.py.
 The text (the tokenizer's sentences, shuffled into documents) is tokenised once with that
 tokenizer; ours reads the ids as a token shard folder (`--data TokenShards`), the real one through
 a minimal DataModule over the very same ids. Both train the same tiny Llama-style config from
-scratch: float32, CPU, one device, the same micro/global batch and sequence length, no
-validation. Both tools run at once, each in its own process, but never compute at the same time:
+scratch: the same precision (float32 unless --precision), CPU, one device, the same micro/global
+batch and sequence length, no validation. Both tools run at once, each in its own process, but never compute at the same time:
 they pass a baton (two named pipes) at every micro-batch fetch, so each trains one micro-batch
 (forward, backward and, every few, the optimizer step) while the other waits blocked. Each keeps
 the time it held the baton; tokens/s = tokens / that time, over the micro-batches after the
