@@ -46,7 +46,7 @@ COPY README.md ./
 COPY runtime/ runtime/
 COPY operator/ operator/
 RUN pip install --no-cache-dir --no-deps --no-build-isolation . \
-    && python -c "import litgpt.__main__, torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+    && python -c "import litgpt_runtime.__main__, torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
 
 # --- operator-build: kopf + kubernetes client, then our package (litgpt comes along torch-free)
 FROM deps AS operator-build
@@ -54,9 +54,9 @@ RUN pip install --no-cache-dir -r requirements-operator.txt
 COPY README.md ./
 COPY runtime/ runtime/
 COPY operator/ operator/
-# The operator calls litgpt.fit and litgpt.config, which import no torch; the check proves it.
+# The operator calls litgpt_runtime.fit and litgpt_runtime.config, which import no torch; the check proves it.
 RUN pip install --no-cache-dir --no-deps --no-build-isolation . \
-    && python -c "import sys, litgpt.fit, litgpt_operator; assert 'torch' not in sys.modules"
+    && python -c "import sys, litgpt_runtime.fit, litgpt_operator; assert 'torch' not in sys.modules"
 
 # --- runtime: what training, download and serving pods run ----------------------------------
 FROM base AS runtime

@@ -139,9 +139,8 @@ def convert_theirs(env_dir: Path, hf_dir: Path, model: str) -> Path:
 
 def convert_ours(hf_dir: Path, model: str) -> Path:
     out = WORK / "ours" / model
-    sys.path.insert(0, str(REPO_ROOT / "runtime"))
-    from litgpt.checkpoint import is_complete, mark_complete
-    from litgpt.convert.hf_to_litgpt import convert_hf_checkpoint
+    from litgpt_runtime.checkpoint import is_complete, mark_complete
+    from litgpt_runtime.convert.hf_to_litgpt import convert_hf_checkpoint
 
     if not is_complete(out):
         shutil.rmtree(out, ignore_errors=True)
@@ -194,8 +193,8 @@ with torch.inference_mode():
 """
 OUR_STEP = """
 import sys, time, torch
-from litgpt.checkpoint import load_model
-from litgpt.cpu_layout import prepare_for_cpu_inference
+from litgpt_runtime.checkpoint import load_model
+from litgpt_runtime.cpu_layout import prepare_for_cpu_inference
 m = load_model(sys.argv[1]); m.set_kv_cache(1, 200); prepare_for_cpu_inference(m)  # as generate does
 step = lambda i: m(torch.tensor([[5]]), input_pos=torch.tensor([40 + i]), input_pos_maxp1=41 + i, last_token_only=True)
 with torch.inference_mode():

@@ -93,9 +93,9 @@ json.dump(stamps, open(a["stamps"], "w"))
 OURS = r'''
 import json, sys, time
 from pathlib import Path
-import litgpt.train.text_data as text_data
-from litgpt.pretrain import setup
-from litgpt.train.args import EvalArgs, TrainArgs
+import litgpt_runtime.train.text_data as text_data
+from litgpt_runtime.pretrain import setup
+from litgpt_runtime.train.args import EvalArgs, TrainArgs
 
 a = json.loads(sys.argv[1])
 exec(a["baton_code"])
@@ -156,8 +156,7 @@ def tokens_file(hf_dir: Path) -> tuple[Path, Path]:
     npy, shards = WORK / "pretrain" / "tokens.npy", WORK / "pretrain" / "shards"
     if npy.is_file() and (shards / "index.json").is_file():
         return npy, shards
-    sys.path.insert(0, str(HERE.parent / "runtime"))
-    from litgpt.train.text_data import write_token_shards
+    from litgpt_runtime.train.text_data import write_token_shards
 
     tok = Tokenizer.from_file(str(hf_dir / "tokenizer.json"))
     rng = random.Random(0)

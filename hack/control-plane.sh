@@ -17,7 +17,8 @@ if [[ -z $python ]]; then
   if [[ -x $repo/.venv/bin/python ]]; then python=$repo/.venv/bin/python; else python=python3; fi
 fi
 # Everything except `install` is the Python implementation the pytest fixture uses too.
-cp_py() { (cd "$repo" && "$python" -m tests.support.controlplane "$@"); }
+# PYTHONPATH: `install` runs before the virtualenv exists (CI overlaps the two).
+cp_py() { (cd "$repo" && PYTHONPATH="$repo/devcluster${PYTHONPATH:+:$PYTHONPATH}" "$python" -m litgpt_devcluster.controlplane "$@"); }
 
 install() {
   local dest

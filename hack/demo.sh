@@ -10,10 +10,10 @@ if [[ ! -x $python ]]; then
   echo "error: no virtualenv at $repo/.venv: run 'make demo' (it creates it) or 'make venv'" >&2
   exit 1
 fi
-if ! (cd "$repo" && "$python" -m tests.support.controlplane installed); then
+if ! (cd "$repo" && "$python" -m litgpt_devcluster.controlplane installed); then
   echo "The control-plane binaries are not built yet: building them now." >&2
   echo "The first build takes ~15-20 minutes on 2 cores (later runs reuse it)." >&2
   bash "$repo/hack/control-plane.sh" install
 fi
 cd "$repo"
-exec "$python" hack/e2e.py "$@"
+exec "$python" -m litgpt_devcluster.e2e "$@"

@@ -18,14 +18,8 @@ from pathlib import Path
 
 import pytest
 
-# `tests.support` is imported as a package from the repository root, under any pytest import
-# mode and however pytest was started (`pytest`, `python -m pytest`, from a subfolder).
-_REPO_ROOT = str(Path(__file__).resolve().parents[1])
-if _REPO_ROOT not in sys.path:
-    sys.path.insert(0, _REPO_ROOT)
-
-from tests.support import controlplane  # noqa: E402
-from tests.support.controlplane import BinariesMissing, ControlPlane  # noqa: E402
+from litgpt_devcluster import controlplane
+from litgpt_devcluster.controlplane import BinariesMissing, ControlPlane
 
 
 def pytest_collection_modifyitems(config, items):

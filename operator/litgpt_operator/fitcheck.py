@@ -1,6 +1,6 @@
 """The ResourcesFit condition: estimate a training run's GPU memory before its Job exists.
 
-Uses `litgpt.fit` (the same estimator as `litgpt fit_check`; pure Python, no torch, shipped in
+Uses `litgpt_runtime.fit` (the same estimator as `litgpt fit_check`; pure Python, no torch, shipped in
 the operator image with the torch-free `litgpt` package). The GPU size comes from the object's
 `litgpt.dev/gpu-memory-gb` annotation, else the operator's `gpu_memory_gb` setting; without
 either, or for a model whose size the operator cannot know, the condition is Unknown and the run
@@ -17,7 +17,7 @@ from litgpt_operator.status import FALSE, TRUE, UNKNOWN, Cond
 CONDITION = "ResourcesFit"
 GPU_MEMORY_ANNOTATION = "litgpt.dev/gpu-memory-gb"
 SKIP_ANNOTATION = "litgpt.dev/skip-fit-check"
-# What the runtime picks on a GPU when the object sets no precision (litgpt.train.launch).
+# What the runtime picks on a GPU when the object sets no precision (litgpt_runtime.train.launch).
 RUNTIME_DEFAULT_PRECISION = "bf16-mixed"
 
 
@@ -38,8 +38,8 @@ def _skipped(body: dict) -> bool:
 
 
 def training_setup(method: str, spec: Any, lora: Any = None):
-    """A `litgpt.fit.TrainingSetup` from a FinetuneJob/PretrainJob spec (typed API models)."""
-    from litgpt import fit
+    """A `litgpt_runtime.fit.TrainingSetup` from a FinetuneJob/PretrainJob spec (typed API models)."""
+    from litgpt_runtime import fit
 
     targets = fit.LoRATargets()
     if lora is not None:
@@ -56,10 +56,10 @@ def training_setup(method: str, spec: Any, lora: Any = None):
 
 
 def model_config(model: Any):
-    """A `litgpt.config.Config` from a known repo id / short name or an inline config dict; None
+    """A `litgpt_runtime.config.Config` from a known repo id / short name or an inline config dict; None
     when the operator cannot know the model's size (a custom checkpoint it cannot read)."""
-    from litgpt.config import Config, find_preset
-    from litgpt.errors import UserError
+    from litgpt_runtime.config import Config, find_preset
+    from litgpt_runtime.errors import UserError
 
     if isinstance(model, dict):
         try:
@@ -86,8 +86,8 @@ def resources_fit(body: dict, model: Any, method: str, spec: Any, lora: Any = No
         return Cond(CONDITION, UNKNOWN, "GPUMemoryUnknown",
                     f"Set the {GPU_MEMORY_ANNOTATION} annotation (GiB per GPU) to check that the run fits "
                     "before it starts.")
-    from litgpt import fit
-    from litgpt.errors import UserError
+    from litgpt_runtime import fit
+    from litgpt_runtime.errors import UserError
 
     config = model_config(model)
     if config is None:

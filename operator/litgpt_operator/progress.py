@@ -1,6 +1,6 @@
 """Training progress from the runtime's log: step, loss, tokens/s, and the step a run resumed at.
 
-The runtime prints one line per log interval (`litgpt.train.loop`):
+The runtime prints one line per log interval (`litgpt_runtime.train.loop`):
 
     step 120/1000 | loss 1.8412 | lr 2.00e-04 | 5,321 tok/s | 0.412 s/step | peak mem 3.10 GiB
 

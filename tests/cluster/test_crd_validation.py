@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from tests.support.waiting import wait_for
+from litgpt_devcluster.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 

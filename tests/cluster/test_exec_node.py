@@ -12,8 +12,8 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from tests.support.node_agent.provisioner import PROVISIONER, claim_folder
-from tests.support.waiting import wait_for
+from litgpt_devcluster.node_agent.provisioner import PROVISIONER, claim_folder
+from litgpt_devcluster.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 

@@ -7,7 +7,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from tests.support.waiting import wait_for
+from litgpt_devcluster.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from kubernetes import client
 
-from tests.support.node_agent.runtimes import EXIT_CODE_ANNOTATION
-from tests.support.waiting import wait_for
+from litgpt_devcluster.node_agent.runtimes import EXIT_CODE_ANNOTATION
+from litgpt_devcluster.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import controlplane
+from litgpt_devcluster import controlplane
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -93,7 +93,7 @@ def test_killed_test_process_takes_its_control_plane_with_it(installed, tmp_path
     state = tmp_path / "cp"
     starter = (
         "import sys, time; from pathlib import Path\n"
-        "from tests.support.controlplane import ControlPlane\n"
+        "from litgpt_devcluster.controlplane import ControlPlane\n"
         "ControlPlane(state_dir=Path(sys.argv[1]), tie_to_parent=True).start()\n"
         "print('started', flush=True); time.sleep(600)\n"
     )

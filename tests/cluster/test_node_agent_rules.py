@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.node_agent.nodes import EXEC_TAINT, NodeSpec
-from tests.support.node_agent.probes import ProbeState
-from tests.support.node_agent.process_runtime import _expand, _map_paths
-from tests.support.node_agent.status import ContainerRun, PodRun, Termination, pod_status, should_restart
+from litgpt_devcluster.node_agent.nodes import EXEC_TAINT, NodeSpec
+from litgpt_devcluster.node_agent.probes import ProbeState
+from litgpt_devcluster.node_agent.process_runtime import _expand, _map_paths
+from litgpt_devcluster.node_agent.status import ContainerRun, PodRun, Termination, pod_status, should_restart
 
 
 def _run(restart_policy="Never", init=0, apps=1, conditions=()) -> PodRun:

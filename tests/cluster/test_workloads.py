@@ -8,7 +8,7 @@ import json
 import pytest
 from kubernetes import client
 
-from tests.support.waiting import wait_for
+from litgpt_devcluster.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.support.node_agent.process_runtime import _map_paths, _map_pod_dns
+from litgpt_devcluster.node_agent.process_runtime import _map_paths, _map_pod_dns
 
 
 def test_a_claim_folder_under_another_mount_path_is_not_rewritten_twice():

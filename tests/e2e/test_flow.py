@@ -2,33 +2,19 @@
 node) takes a tiny model from the local Hub through finetune, serve (queried with the `openai`
 client), a two-node pretrain and a failing finetune, then everything is deleted.
 
-The steps are hack/e2e.py's (`make demo` runs the same code); this test adds the assertions.
+The steps are `litgpt_devcluster.e2e`'s (`make demo` runs the same code); this test adds the assertions.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 import uuid
-from pathlib import Path
 
 import pytest
 
+from litgpt_devcluster import e2e
+
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def load_e2e():
-    spec = importlib.util.spec_from_file_location("litgpt_e2e", REPO / "hack" / "e2e.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-e2e = load_e2e()
 
 
 @pytest.fixture

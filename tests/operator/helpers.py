@@ -13,7 +13,7 @@ from typing import Any, Optional
 import yaml
 
 from litgpt_operator import kube as operator_kube
-from tests.support.waiting import wait_for  # noqa: F401  (re-exported for the tests)
+from litgpt_devcluster.waiting import wait_for  # noqa: F401  (re-exported for the tests)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 OPERATOR_ENV = {

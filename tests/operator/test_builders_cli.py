@@ -1,7 +1,7 @@
 """The command lines the builders write are accepted by our runtime's own `litgpt` parser.
 
 The pods run `litgpt <action> ...`; parsing (and instantiating the argument dataclasses, which
-runs their checks) with `litgpt._cli.build_parser` proves every flag exists with a valid value,
+runs their checks) with `litgpt_runtime._cli.build_parser` proves every flag exists with a valid value,
 without starting any training. Actions whose module has not landed yet are skipped.
 """
 
@@ -22,8 +22,8 @@ pytestmark = pytest.mark.slow
 
 
 def parse(command: list[str]):
-    from litgpt import __main__ as table
-    from litgpt._cli import NotImplementedYet, build_parser, load_entry_point
+    from litgpt_runtime import __main__ as table
+    from litgpt_runtime._cli import NotImplementedYet, build_parser, load_entry_point
 
     assert command[0] == "litgpt"
     action = command[1]

@@ -11,8 +11,8 @@ import urllib.request
 import pytest
 
 from tests.operator.helpers import API, OPERATOR_ENV, ON_EXEC_NODE, OperatorRunner, condition
-from tests.runtime.hf_tiny import make_hf_model_dir
-from tests.runtime.hub_server import HubServer, make_repo
+from litgpt_devcluster.hf_tiny import make_hf_model_dir
+from litgpt_devcluster.hub_server import HubServer, make_repo
 
 pytestmark = pytest.mark.slow
 REPO_ID = "tiny-org/tiny-llama"
@@ -28,7 +28,7 @@ def hub(tmp_path):
 
 
 def test_download_finetune_serve_for_real(k8s, hub, monkeypatch):
-    from tests.support.node_agent.provisioner import claim_folder
+    from litgpt_devcluster.node_agent.provisioner import claim_folder
 
     for key, value in {**OPERATOR_ENV, "LITGPT_OPERATOR_HF_ENDPOINT": hub.url}.items():
         monkeypatch.setenv(key, value)
@@ -50,7 +50,7 @@ def test_download_finetune_serve_for_real(k8s, hub, monkeypatch):
         assert (checkpoint / ".litgpt_complete.json").is_file() and (checkpoint / "model.safetensors").is_file()
         # The download's digest (from its termination message) is in status, and the finetune pod
         # verifies the weights against it before training.
-        from litgpt.checkpoint import checkpoint_digest
+        from litgpt_runtime.checkpoint import checkpoint_digest
 
         assert model["status"]["digest"] == checkpoint_digest(checkpoint)
 

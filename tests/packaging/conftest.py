@@ -16,7 +16,7 @@ def helm_bin() -> str:
     """helm from the control plane's bin folder (built by hack/control-plane.sh install)."""
     import os
 
-    from tests.support import controlplane
+    from litgpt_devcluster import controlplane
 
     try:
         path = controlplane.binary("helm")

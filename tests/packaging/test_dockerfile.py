@@ -173,8 +173,8 @@ def test_dockerignore_keeps_what_the_build_copies_and_nothing_heavy(stages):
                 if line.strip() and not line.startswith("#")]
     copied = {arg.split()[0] for s in stages.values() for arg in s.args("COPY") if not arg.startswith("--from")}
     assert copied == {"pyproject.toml", "README.md", "runtime/", "operator/"}
-    for source in ("pyproject.toml", "README.md", "runtime/litgpt/config.py", "operator/litgpt_operator/settings.py"):
+    for source in ("pyproject.toml", "README.md", "runtime/litgpt_runtime/config.py", "operator/litgpt_operator/settings.py"):
         assert not dockerignored(source, patterns), source
-    for heavy in (".venv/bin/python", ".git/HEAD", "tests/conftest.py", "runtime/litgpt/__pycache__/x.pyc",
+    for heavy in (".venv/bin/python", ".git/HEAD", "tests/conftest.py", "runtime/litgpt_runtime/__pycache__/x.pyc",
                   "checkpoints/EleutherAI/pythia-14m/model.safetensors", "hack/control-plane/build.sh"):
         assert dockerignored(heavy, patterns), heavy

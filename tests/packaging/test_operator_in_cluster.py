@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from packaging_support import CHART, REPO, run
-from tests.support.waiting import wait_for as poll_until
+from litgpt_devcluster.waiting import wait_for as poll_until
 
 pytestmark = pytest.mark.slow
 

@@ -18,7 +18,7 @@ from litgpt_operator.api import FINETUNE_JOB
 from litgpt_operator.builders import common
 from litgpt_operator.builders.finetune import build_finetune_children
 from litgpt_operator.builders.sources import ModelCheckpoint
-from tests.support.waiting import wait_for as poll_until
+from litgpt_devcluster.waiting import wait_for as poll_until
 
 pytestmark = pytest.mark.slow
 

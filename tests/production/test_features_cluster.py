@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from litgpt_operator import fitcheck, kueue
-from tests.support.waiting import wait_for as poll_until
+from litgpt_devcluster.waiting import wait_for as poll_until
 
 pytestmark = pytest.mark.slow
 

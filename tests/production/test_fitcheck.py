@@ -1,4 +1,4 @@
-"""ResourcesFit: the operator's verdict before it creates a training Job (litgpt.fit underneath)."""
+"""ResourcesFit: the operator's verdict before it creates a training Job (litgpt_runtime.fit underneath)."""
 
 from __future__ import annotations
 

@@ -11,17 +11,17 @@ from typing import Callable, Optional
 import pytest
 
 HERE = Path(__file__).parent
-# Helpers beside the tests (hub_server, hf_tiny) import the same way under any pytest import mode.
+# Helpers beside the tests (finetune_tiny) import the same way under any pytest import mode.
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from hub_server import HubServer  # noqa: E402
+from litgpt_devcluster.hub_server import HubServer  # noqa: E402
 
 
 def litgpt_command() -> list[str]:
-    """The installed console script when there is one (what users run), else `python -m litgpt`."""
+    """The installed console script when there is one (what users run), else `python -m litgpt_runtime`."""
     script = Path(sys.executable).parent / "litgpt"
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "litgpt"]
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "litgpt_runtime"]
 
 
 def clean_env(hf_home: Path, **extra: str) -> dict[str, str]:

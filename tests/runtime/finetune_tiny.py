@@ -19,10 +19,10 @@ RECORDS = [
 
 def make_checkpoint(path: Path, family: str = "llama", **overrides) -> Path:
     """A tiny random model of `family`, converted and marked complete (what `litgpt download` leaves)."""
-    from hf_tiny import make_hf_model_dir
+    from litgpt_devcluster.hf_tiny import make_hf_model_dir
 
-    from litgpt.checkpoint import is_complete, mark_complete
-    from litgpt.convert.hf_to_litgpt import convert_hf_checkpoint
+    from litgpt_runtime.checkpoint import is_complete, mark_complete
+    from litgpt_runtime.convert.hf_to_litgpt import convert_hf_checkpoint
 
     hf_dir = make_hf_model_dir(family, path.parent / f"{path.name}-hf", **overrides)
     convert_hf_checkpoint(hf_dir, path)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from litgpt.config import Config
-from litgpt.model import GPT
-from litgpt.peft import adapter, adapter_v2
+from litgpt_runtime.config import Config
+from litgpt_runtime.model import GPT
+from litgpt_runtime.peft import adapter, adapter_v2
 
 BASE = dict(n_layer=3, n_embd=32, n_head=4, n_query_groups=2, block_size=32, vocab_size=64,
             norm_class_name="RMSNorm", mlp_class_name="LLaMAMLP", intermediate_size=48)
@@ -71,7 +71,7 @@ def test_adapter_v2_trains_its_terms_and_norms():
 
 
 def test_start_layer_must_exist():
-    from litgpt.errors import UserError
+    from litgpt_runtime.errors import UserError
 
     with pytest.raises(UserError, match="adapter_start_layer"):
         adapter.Config.from_base(Config(**BASE), adapter_start_layer=3)

@@ -7,12 +7,12 @@ import io
 import pytest
 import torch
 
-from hf_tiny import make_hf_model_dir
-from litgpt.chat import chat_loop, fit_to_context
-from litgpt.checkpoint import load_model, mark_complete
-from litgpt.convert.hf_to_litgpt import convert_hf_checkpoint
-from litgpt.generate import generate_tokens
-from litgpt.tokenizer import Tokenizer
+from litgpt_devcluster.hf_tiny import make_hf_model_dir
+from litgpt_runtime.chat import chat_loop, fit_to_context
+from litgpt_runtime.checkpoint import load_model, mark_complete
+from litgpt_runtime.convert.hf_to_litgpt import convert_hf_checkpoint
+from litgpt_runtime.generate import generate_tokens
+from litgpt_runtime.tokenizer import Tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from litgpt.__main__ import ACTIONS
-from litgpt._cli_removed import rewrite
+from litgpt_runtime.__main__ import ACTIONS
+from litgpt_runtime._cli_removed import rewrite
 
 
 def test_top_level_help_lists_every_action_one_line_each(litgpt):
@@ -24,7 +24,7 @@ def test_top_level_help_lists_every_action_one_line_each(litgpt):
 
 def test_top_level_help_does_not_import_torch(litgpt):
     """`litgpt --help` must stay instant: no action module (and so no torch) is imported."""
-    code = ("import sys\nfrom litgpt.__main__ import main\n"
+    code = ("import sys\nfrom litgpt_runtime.__main__ import main\n"
             "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
             "heavy = [m for m in ('torch', 'jsonargparse', 'huggingface_hub', 'transformers') if m in sys.modules]\n"
             "print('HEAVY', heavy)")
@@ -109,9 +109,9 @@ def test_missing_checkpoint_offline_is_a_clear_stop(litgpt, tmp_path):
 
 
 def test_action_whose_module_is_missing_says_not_implemented(litgpt, monkeypatch, capsys):
-    from litgpt._cli import run
+    from litgpt_runtime._cli import run
 
-    table = {"future": ("litgpt.no_such_module_yet:main", "Something later")}
+    table = {"future": ("litgpt_runtime.no_such_module_yet:main", "Something later")}
     with pytest.raises(SystemExit) as exit_info:
         run(table, ["future", "org/model"])
     assert exit_info.value.code == 1

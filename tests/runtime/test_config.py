@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from hf_tiny import FAMILIES, hf_config
-from litgpt.config import PRESETS, Config, known_repo_ids
-from litgpt.errors import UserError
-from litgpt.model import GPT
+from litgpt_devcluster.hf_tiny import FAMILIES, hf_config
+from litgpt_runtime.config import PRESETS, Config, known_repo_ids
+from litgpt_runtime.errors import UserError
+from litgpt_runtime.model import GPT
 
 
 def param_count(config: Config) -> int:
@@ -152,5 +152,5 @@ def test_config_module_does_not_import_torch():
     import subprocess
     import sys
 
-    code = "import sys, litgpt.config; c = litgpt.config.Config.from_name('pythia-14m'); print('torch' in sys.modules)"
+    code = "import sys, litgpt_runtime.config; c = litgpt_runtime.config.Config.from_name('pythia-14m'); print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 
-from hf_tiny import VOCAB_SIZE, make_hf_model, make_hf_model_dir
-from litgpt.checkpoint import WEIGHTS_FILE, is_complete, load_model, load_state_dict
-from litgpt.convert.hf_to_litgpt import convert_hf_checkpoint
-from litgpt.convert.litgpt_to_hf import convert_to_hf
-from litgpt.errors import UserError
+from litgpt_devcluster.hf_tiny import VOCAB_SIZE, make_hf_model, make_hf_model_dir
+from litgpt_runtime.checkpoint import WEIGHTS_FILE, is_complete, load_model, load_state_dict
+from litgpt_runtime.convert.hf_to_litgpt import convert_hf_checkpoint
+from litgpt_runtime.convert.litgpt_to_hf import convert_to_hf
+from litgpt_runtime.errors import UserError
 
 
 def _idx(length: int = 12) -> torch.Tensor:
@@ -100,7 +100,7 @@ def test_gemma3_multimodal_checkpoint_converts_its_language_model(tmp_path):
     to leave out, hyperparameters under text_config."""
     import transformers
 
-    from hf_tiny import hf_config
+    from litgpt_devcluster.hf_tiny import hf_config
 
     vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=56,
                   patch_size=14)
@@ -167,7 +167,7 @@ def test_conversion_memory_stays_below_two_copies(tmp_path):
 
     code = (
         "import resource, sys, torch\n"
-        "from litgpt.convert.hf_to_litgpt import convert_hf_checkpoint\n"
+        "from litgpt_runtime.convert.hf_to_litgpt import convert_hf_checkpoint\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "convert_hf_checkpoint(sys.argv[1], sys.argv[2])\n"
         "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)\n"

@@ -1,4 +1,4 @@
-"""Column-major Linear weights for CPU inference (litgpt.cpu_layout): the same model, the same
+"""Column-major Linear weights for CPU inference (litgpt_runtime.cpu_layout): the same model, the same
 greedy tokens as transformers, tied weights still tied."""
 
 from __future__ import annotations
@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hf_tiny import make_hf_model_dir
-from litgpt.checkpoint import load_model, mark_complete
-from litgpt.convert.hf_to_litgpt import convert_hf_checkpoint
-from litgpt.cpu_layout import column_major_helps, use_column_major_weights
-from litgpt.generate import generate_tokens
-from litgpt.tokenizer import Tokenizer
+from litgpt_devcluster.hf_tiny import make_hf_model_dir
+from litgpt_runtime.checkpoint import load_model, mark_complete
+from litgpt_runtime.convert.hf_to_litgpt import convert_hf_checkpoint
+from litgpt_runtime.cpu_layout import column_major_helps, use_column_major_weights
+from litgpt_runtime.generate import generate_tokens
+from litgpt_runtime.tokenizer import Tokenizer
 
 
 def _linear_weights(model):

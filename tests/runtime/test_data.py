@@ -6,15 +6,15 @@ from __future__ import annotations
 import pytest
 
 from finetune_tiny import RECORDS, write_records
-from litgpt.errors import UserError
-from litgpt.train.data import IGNORE_INDEX, JSON, pad_collate, split_train_val
+from litgpt_runtime.errors import UserError
+from litgpt_runtime.train.data import IGNORE_INDEX, JSON, pad_collate, split_train_val
 
 
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
-    from hf_tiny import make_tokenizer_files
+    from litgpt_devcluster.hf_tiny import make_tokenizer_files
 
-    from litgpt.tokenizer import Tokenizer
+    from litgpt_runtime.tokenizer import Tokenizer
 
     return Tokenizer(make_tokenizer_files(tmp_path_factory.mktemp("tok")))
 
@@ -58,7 +58,7 @@ def test_multi_turn_messages_train_every_assistant_turn(tokenizer, tmp_path):
 
 
 def test_model_without_template_gets_alpaca_prompt_as_its_template(tokenizer, tmp_path):
-    from litgpt.tokenizer import Tokenizer
+    from litgpt_runtime.tokenizer import Tokenizer
 
     bare = Tokenizer(tokenizer.checkpoint_dir)
     bare.chat_template = None

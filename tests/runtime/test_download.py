@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from hf_tiny import make_hf_model_dir
-from hub_server import make_repo
-from litgpt import download
-from litgpt.checkpoint import COMPLETE_MARKER, is_complete, read_marker
-from litgpt.errors import UserError
+from litgpt_devcluster.hf_tiny import make_hf_model_dir
+from litgpt_devcluster.hub_server import make_repo
+from litgpt_runtime import download
+from litgpt_runtime.checkpoint import COMPLETE_MARKER, is_complete, read_marker
+from litgpt_runtime.errors import UserError
 
 REPO = "tiny-org/tiny-llama"
 
@@ -50,7 +50,7 @@ def test_download_happy_path_then_second_run_finds_everything_in_place(litgpt, h
     assert not (root / download.DOWNLOADS_DIR / REPO).exists()  # the raw download is cleaned up
     assert "Downloading" in result.stderr and "Done" in result.stderr
 
-    from litgpt.checkpoint import load_model
+    from litgpt_runtime.checkpoint import load_model
 
     model = load_model(folder)
     assert model.config.n_layer == 2
@@ -133,8 +133,8 @@ def test_dropped_connection_mid_file_is_resumed_with_a_range_request(hub, hub_en
     ranges = [rng for m, p, rng in hub.requests if m == "GET" and p.endswith("/model.safetensors")]
     assert ranges == [None, "bytes=8192-"]  # two whole chunks kept, the rest asked for
     # The converted weights equal a conversion of the source folder: the splice was byte-exact.
-    from litgpt.checkpoint import sha256_file
-    from litgpt.convert.hf_to_litgpt import convert_hf_checkpoint
+    from litgpt_runtime.checkpoint import sha256_file
+    from litgpt_runtime.convert.hf_to_litgpt import convert_hf_checkpoint
 
     convert_hf_checkpoint(hub.repo_dir(REPO), tmp_path / "direct")
     assert sha256_file(folder / "model.safetensors") == sha256_file(tmp_path / "direct" / "model.safetensors")
@@ -142,7 +142,7 @@ def test_dropped_connection_mid_file_is_resumed_with_a_range_request(hub, hub_en
 
 def test_failed_conversion_leaves_no_complete_marker_and_rerun_skips_the_download(hub, hub_env, repo, tmp_path,
                                                                                 monkeypatch):
-    import litgpt.convert.hf_to_litgpt as hf_to_litgpt
+    import litgpt_runtime.convert.hf_to_litgpt as hf_to_litgpt
 
     real_convert = hf_to_litgpt.convert_hf_checkpoint
 
@@ -157,7 +157,7 @@ def test_failed_conversion_leaves_no_complete_marker_and_rerun_skips_the_downloa
     assert not is_complete(root / REPO)
     assert not any(root.rglob(COMPLETE_MARKER))
     with pytest.raises(UserError, match="litgpt download"):  # other actions refuse it
-        from litgpt.checkpoint import resolve_checkpoint_dir
+        from litgpt_runtime.checkpoint import resolve_checkpoint_dir
 
         resolve_checkpoint_dir(REPO, root)
 
@@ -218,7 +218,7 @@ def test_not_enough_disk_space_is_detected_before_downloading(hub, hub_env, repo
 
 
 def test_disk_full_during_conversion_is_a_user_error_and_nothing_is_complete(hub, hub_env, repo, tmp_path, monkeypatch):
-    import litgpt.convert.hf_to_litgpt as hf_to_litgpt
+    import litgpt_runtime.convert.hf_to_litgpt as hf_to_litgpt
 
     def no_space(hf_dir, out_dir, **kwargs):
         (Path(out_dir) / "model.safetensors").write_bytes(b"partial")

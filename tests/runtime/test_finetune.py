@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from finetune_tiny import make_checkpoint, write_records
-from litgpt.errors import UserError
-from litgpt.train.args import EvalArgs, TrainArgs
-from litgpt.train.data import JSON
+from litgpt_runtime.errors import UserError
+from litgpt_runtime.train.args import EvalArgs, TrainArgs
+from litgpt_runtime.train.data import JSON
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +34,7 @@ def losses(out_dir: Path) -> list[float]:
 
 
 def weights(folder: Path) -> dict[str, torch.Tensor]:
-    from litgpt.checkpoint import load_state_dict
+    from litgpt_runtime.checkpoint import load_state_dict
 
     return {k: v.clone() for k, v in load_state_dict(folder / "model.safetensors").items()}
 
@@ -42,7 +42,7 @@ def weights(folder: Path) -> dict[str, torch.Tensor]:
 def finetune(method: str, base_dir: Path, data_file: Path, out_dir: Path, lr: float, steps: int = 16, **extra):
     from importlib import import_module
 
-    setup = import_module(f"litgpt.finetune.{method}").setup
+    setup = import_module(f"litgpt_runtime.finetune.{method}").setup
     train = TrainArgs(global_batch_size=4, micro_batch_size=2, max_steps=steps, lr_warmup_steps=2, learning_rate=lr,
                       save_interval=None, log_interval=1)
     setup(str(base_dir), data=JSON(json_path=data_file, val_split_fraction=0.0), out_dir=out_dir, train=train,
@@ -58,7 +58,7 @@ def assert_learned(out_dir: Path, ratio: float = 0.6) -> None:
 
 
 def assert_complete_checkpoint(final: Path) -> None:
-    from litgpt.checkpoint import is_complete
+    from litgpt_runtime.checkpoint import is_complete
 
     assert is_complete(final)
     for name in ("model_config.yaml", "tokenizer.json", "tokenizer_config.json", "hyperparameters.yaml"):
@@ -91,7 +91,7 @@ def test_lora_changes_only_query_and_value_rows(base_dir, data_file, tmp_path):
 
 @pytest.mark.parametrize("variant", ["adapter", "adapter_v2"])
 def test_adapters_train_only_their_parameters(base_dir, data_file, tmp_path, variant):
-    from litgpt.checkpoint import load_model
+    from litgpt_runtime.checkpoint import load_model
 
     # A few hundred parameters on a random model learn slowly: a high rate, a looser bar.
     final = finetune(variant, base_dir, data_file, tmp_path / variant, lr=0.3 if variant == "adapter" else 3e-2,
@@ -109,7 +109,7 @@ def test_adapters_train_only_their_parameters(base_dir, data_file, tmp_path, var
         assert {k.rsplit(".", 1)[1] for k in own} == {"weight", "gating_factor", "adapter_bias", "adapter_scale"}
     # `load_model` builds the variant from peft.yaml; its gates opened during training
     model = load_model(final)
-    assert type(model).__module__ == f"litgpt.peft.{variant}"
+    assert type(model).__module__ == f"litgpt_runtime.peft.{variant}"
     assert model.transformer.h[0].attn.gating_factor.abs().sum() > 0
 
 
@@ -118,9 +118,9 @@ def test_lora_unmerged_then_merge_lora_and_export_matches_transformers(base_dir,
     Hugging Face format loads in transformers with the same logits as ours."""
     import transformers
 
-    from litgpt.checkpoint import is_complete, load_model
-    from litgpt.convert.litgpt_to_hf import convert_to_hf
-    from litgpt.merge_lora import main as merge_lora
+    from litgpt_runtime.checkpoint import is_complete, load_model
+    from litgpt_runtime.convert.litgpt_to_hf import convert_to_hf
+    from litgpt_runtime.merge_lora import main as merge_lora
 
     final = finetune("lora", base_dir, data_file, tmp_path / "lora", lr=2e-2, steps=4, merge=False,
                      lora_mlp=True, lora_projection=True, lora_key=True)
@@ -137,7 +137,7 @@ def test_lora_unmerged_then_merge_lora_and_export_matches_transformers(base_dir,
 
 
 def test_wrong_method_option_and_quantize_without_gpu(base_dir, data_file):
-    from litgpt.finetune import setup
+    from litgpt_runtime.finetune import setup
 
     with pytest.raises(UserError, match="--lora_r belongs to --method lora"):
         setup(str(base_dir), method="full", lora_r=4, data=JSON(json_path=data_file))

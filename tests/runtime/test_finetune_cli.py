@@ -63,13 +63,15 @@ def test_two_cpu_processes_with_ddp_match_one_process(litgpt, base_dir, tmp_path
     """DDP (gloo) over 2 processes with micro-batches of 2 takes the same steps as one process
     accumulating 2 micro-batches of 2 (same samples per step, loss normalised per token), so both
     runs end with the same weights -- which also shows the two processes agreed."""
-    from litgpt.checkpoint import load_state_dict
+    from litgpt_runtime.checkpoint import load_state_dict
 
     records = RECORDS + [{"instruction": "One more?", "output": "yes"}]  # 9: 8 train + 1 val
     data = write_records(tmp_path / "train.json", records)
+    # float64: the runs differ only in summation order (gradients all-reduced vs accumulated, 1 vs 2
+    # threads), which AdamW's division by sqrt(v) amplifies for near-zero gradients; in float32
+    # that reached 1.3e-4 on AMD EPYC, in float64 it is far below the float32 rounding of the output.
     args = ["--data.json_path", str(data), "--data.val_split_fraction", "0.12", "--train.max_steps", "2",
-            "--train.save_interval", "2", *COMMON,
-            "--precision", "32-true"]  # float32 on every CPU: only the summation order differs between the runs
+            "--train.save_interval", "2", *COMMON, "--precision", "64-true"]
     ddp = litgpt("finetune_full", str(base_dir), "--devices", "2", "--strategy", "ddp", "--out_dir", str(tmp_path / "ddp"), *args,
                  env={"OMP_NUM_THREADS": "1"})
     assert ddp.returncode == 0, ddp.stderr[-3000:]
@@ -81,8 +83,8 @@ def test_two_cpu_processes_with_ddp_match_one_process(litgpt, base_dir, tmp_path
     base = load_state_dict(base_dir / "model.safetensors")
     for key in b:
         assert not torch.equal(b[key], base[key])
-        # AdamW divides by sqrt(v): near-zero gradients amplify float summation-order noise
-        torch.testing.assert_close(a[key], b[key], rtol=1e-3, atol=1e-4)
+        # the output is written in the base's float32: at most a rounding step apart
+        torch.testing.assert_close(a[key], b[key], rtol=2e-7, atol=1e-9)
 
 
 def test_sigterm_saves_a_checkpoint_and_resume_auto_continues(litgpt, base_dir, tmp_path):

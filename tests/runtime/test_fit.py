@@ -1,4 +1,4 @@
-"""`litgpt.fit`: the memory estimate behind `litgpt fit_check` and the operator's ResourcesFit.
+"""`litgpt_runtime.fit`: the memory estimate behind `litgpt fit_check` and the operator's ResourcesFit.
 
 Verdicts on known configurations, exact parameter counts against the real models (base and PEFT),
 the activation term against what autograd really saves on a tiny model, and the import contract
@@ -13,8 +13,8 @@ import sys
 
 import pytest
 
-from litgpt import fit
-from litgpt.config import Config
+from litgpt_runtime import fit
+from litgpt_runtime.config import Config
 
 LLAMA_8B = "meta-llama/Llama-3.1-8B"
 LLAMA_1B = "meta-llama/Llama-3.2-1B"
@@ -82,7 +82,7 @@ def test_memory_grows_with_batch_and_sequence():
 
 
 def test_bad_inputs_are_user_errors():
-    from litgpt.errors import UserError
+    from litgpt_runtime.errors import UserError
 
     with pytest.raises(UserError, match="method"):
         fit.TrainingSetup(method="qlora")
@@ -122,8 +122,8 @@ def numel(model, trainable_only: bool = False) -> int:
 
 @pytest.mark.parametrize("family", TINY)
 def test_counts_match_the_models_the_runtime_builds(family):
-    from litgpt.model import GPT
-    from litgpt.peft import adapter, adapter_v2, lora
+    from litgpt_runtime.model import GPT
+    from litgpt_runtime.peft import adapter, adapter_v2, lora
 
     config = tiny(TINY[family])
     assert fit.count_parameters(config) == numel(GPT(config))
@@ -172,8 +172,8 @@ def saved_bytes(model, batch: int, seq: int) -> int:
 def test_activation_estimate_tracks_what_autograd_saves(family, method):
     import torch
 
-    from litgpt.model import GPT
-    from litgpt.peft import lora
+    from litgpt_runtime.model import GPT
+    from litgpt_runtime.peft import lora
 
     torch.manual_seed(0)
     config = Config(n_layer=4, n_embd=256, n_head=8, intermediate_size=768, vocab_size=512, block_size=256,
@@ -196,15 +196,15 @@ def test_activation_estimate_tracks_what_autograd_saves(family, method):
 def test_fit_and_config_import_without_torch():
     """The operator image has no torch: importing must not even try (torch is blocked here)."""
     code = ("import sys; sys.modules['torch'] = None\n"
-            "import litgpt.fit, litgpt.config\n"
-            "from litgpt.config import Config\n"
-            "r = litgpt.fit.check(Config.from_name('meta-llama/Llama-3.2-1B'), litgpt.fit.TrainingSetup(), 80)\n"
+            "import litgpt_runtime.fit, litgpt_runtime.config\n"
+            "from litgpt_runtime.config import Config\n"
+            "r = litgpt_runtime.fit.check(Config.from_name('meta-llama/Llama-3.2-1B'), litgpt_runtime.fit.TrainingSetup(), 80)\n"
             "assert r.fits\n")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "litgpt", "fit_check", *args], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "litgpt_runtime", "fit_check", *args], capture_output=True, text=True)
 
 
 def test_cli_exit_status_says_the_verdict():

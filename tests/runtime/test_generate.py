@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hf_tiny import EOS_ID, make_hf_model_dir
-from hub_server import make_repo
-from litgpt.checkpoint import load_model, mark_complete
-from litgpt.convert.hf_to_litgpt import convert_hf_checkpoint
-from litgpt.errors import UserError
-from litgpt.generate import generate_tokens, sample
-from litgpt.tokenizer import Tokenizer
+from litgpt_devcluster.hf_tiny import EOS_ID, make_hf_model_dir
+from litgpt_devcluster.hub_server import make_repo
+from litgpt_runtime.checkpoint import load_model, mark_complete
+from litgpt_runtime.convert.hf_to_litgpt import convert_hf_checkpoint
+from litgpt_runtime.errors import UserError
+from litgpt_runtime.generate import generate_tokens, sample
+from litgpt_runtime.tokenizer import Tokenizer
 
 REPO = "tiny-org/tiny-llama"
 PROMPT = "What is a GPU?"

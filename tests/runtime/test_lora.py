@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from litgpt.config import Config
-from litgpt.errors import UserError
-from litgpt.model import GPT
-from litgpt.peft import lora
+from litgpt_runtime.config import Config
+from litgpt_runtime.errors import UserError
+from litgpt_runtime.model import GPT
+from litgpt_runtime.peft import lora
 
 BASE = dict(n_layer=2, n_embd=32, n_head=4, n_query_groups=2, block_size=32, vocab_size=64,
             norm_class_name="RMSNorm", mlp_class_name="LLaMAMLP", intermediate_size=48)

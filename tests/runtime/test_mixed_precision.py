@@ -12,9 +12,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import litgpt.model as model_module
-from litgpt.config import Config
-from litgpt.model import GPT
+import litgpt_runtime.model as model_module
+from litgpt_runtime.config import Config
+from litgpt_runtime.model import GPT
 
 TINY = dict(n_layer=2, n_embd=64, n_head=4, n_query_groups=2, block_size=32, vocab_size=96, padded_vocab_size=96,
             norm_class_name="RMSNorm", mlp_class_name="LLaMAMLP", intermediate_size=96, bias=False)

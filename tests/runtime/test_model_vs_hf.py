@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hf_tiny import FAMILIES, VOCAB_SIZE, make_hf_model_dir
-from litgpt.checkpoint import load_model
-from litgpt.convert.hf_to_litgpt import convert_hf_checkpoint
+from litgpt_devcluster.hf_tiny import FAMILIES, VOCAB_SIZE, make_hf_model_dir
+from litgpt_runtime.checkpoint import load_model
+from litgpt_runtime.convert.hf_to_litgpt import convert_hf_checkpoint
 
 ATOL = 1e-4
 # The quick loop (-m "not slow") covers one family of each kind of block; CI runs them all.
@@ -92,7 +92,7 @@ def test_per_row_positions_decode_rows_independently(pair, family):
 
 
 def greedy(model, prompt: torch.Tensor, max_new_tokens: int) -> list[int]:
-    """Plain KV-cache greedy decoding (independent of litgpt.generate)."""
+    """Plain KV-cache greedy decoding (independent of litgpt_runtime.generate)."""
     T = prompt.size(1)
     model.set_kv_cache(batch_size=1, max_seq_length=T + max_new_tokens)
     try:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import clean_env, litgpt_command
-from hf_tiny import SENTENCES, make_hf_model_dir, make_tokenizer_files
+from litgpt_devcluster.hf_tiny import SENTENCES, make_hf_model_dir, make_tokenizer_files
 
 TINY_CONFIG = """\
 name: tiny-llama
@@ -54,9 +54,9 @@ def assets(tmp_path_factory) -> dict[str, Path]:
 
 
 def pretrain(assets, out_dir: Path, **overrides):
-    from litgpt.pretrain import setup
-    from litgpt.train.args import EvalArgs, TrainArgs
-    from litgpt.train.text_data import TextFiles
+    from litgpt_runtime.pretrain import setup
+    from litgpt_runtime.train.args import EvalArgs, TrainArgs
+    from litgpt_runtime.train.text_data import TextFiles
 
     train = dict(max_steps=12, global_batch_size=8, micro_batch_size=4, lr_warmup_steps=2, learning_rate=3e-3,
                  log_interval=1, save_interval=None, max_seq_length=32)
@@ -76,15 +76,15 @@ def logged(out_dir: Path, key: str) -> list[float]:
 
 
 def weights(folder: Path) -> dict[str, torch.Tensor]:
-    from litgpt.checkpoint import WEIGHTS_FILE, load_state_dict
+    from litgpt_runtime.checkpoint import WEIGHTS_FILE, load_state_dict
 
     return {k: v.clone() for k, v in load_state_dict(folder / WEIGHTS_FILE).items()}
 
 
 def test_loss_falls_from_scratch_and_final_is_a_usable_checkpoint(assets, tmp_path):
-    from litgpt.checkpoint import is_complete, load_model
-    from litgpt.generate import generate_tokens
-    from litgpt.tokenizer import Tokenizer
+    from litgpt_runtime.checkpoint import is_complete, load_model
+    from litgpt_runtime.generate import generate_tokens
+    from litgpt_runtime.tokenizer import Tokenizer
 
     out = pretrain(assets, tmp_path / "run", train=dict(max_steps=30))
     losses = logged(out, "loss")
@@ -101,7 +101,7 @@ def test_loss_falls_from_scratch_and_final_is_a_usable_checkpoint(assets, tmp_pa
 
 def test_same_model_name_trains_from_scratch_even_when_a_checkpoint_exists(assets, tmp_path):
     """The positional name is an architecture: never a silent load of weights."""
-    from litgpt.pretrain import build_model, resolve_config
+    from litgpt_runtime.pretrain import build_model, resolve_config
 
     config = resolve_config("pythia-14m", None, None)
     assert config.n_layer == 6 and config.n_embd == 128
@@ -111,9 +111,9 @@ def test_same_model_name_trains_from_scratch_even_when_a_checkpoint_exists(asset
 
 
 def test_initial_checkpoint_dir_starts_from_its_weights(assets, tmp_path):
-    from litgpt.checkpoint import mark_complete
-    from litgpt.convert.hf_to_litgpt import convert_hf_checkpoint
-    from litgpt.errors import UserError
+    from litgpt_runtime.checkpoint import mark_complete
+    from litgpt_runtime.convert.hf_to_litgpt import convert_hf_checkpoint
+    from litgpt_runtime.errors import UserError
 
     hf = make_hf_model_dir("llama", tmp_path / "hf")
     ckpt = tmp_path / "ckpt"
@@ -144,8 +144,8 @@ def test_resume_continues_at_the_same_step_and_data_position(assets, tmp_path, c
 
 
 def test_text_files_are_tokenised_once_into_memory_mapped_shards(assets, tmp_path):
-    from litgpt.tokenizer import Tokenizer
-    from litgpt.train.text_data import TextFiles, TokenChunks, read_index
+    from litgpt_runtime.tokenizer import Tokenizer
+    from litgpt_runtime.train.text_data import TextFiles, TokenChunks, read_index
 
     tokenizer = Tokenizer(assets["tok"])
     data = TextFiles(train_data_path=assets["corpus"], shard_tokens=500)
@@ -231,9 +231,9 @@ def test_cli_end_to_end_then_generate_and_user_errors(assets, tmp_path):
 
 def test_pretrain_from_pre_tokenised_shards(assets, tmp_path):
     """--data TokenShards: a shard folder written elsewhere (write_token_shards) trains as is."""
-    from litgpt.checkpoint import is_complete
-    from litgpt.tokenizer import Tokenizer
-    from litgpt.train.text_data import TokenShards, write_token_shards
+    from litgpt_runtime.checkpoint import is_complete
+    from litgpt_runtime.tokenizer import Tokenizer
+    from litgpt_runtime.train.text_data import TokenShards, write_token_shards
 
     tokenizer = Tokenizer(assets["tok"])
     documents = (tokenizer.encode(s * 20, eos=True) for s in SENTENCES)

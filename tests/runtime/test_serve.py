@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from conftest import clean_env, litgpt_command
-from hf_tiny import EOS_ID, make_hf_model, make_hf_model_dir
+from litgpt_devcluster.hf_tiny import EOS_ID, make_hf_model, make_hf_model_dir
 
 MODEL = "tiny/llama"
 PROMPTS = ["Hello world!", "What is a GPU?", "The quick brown fox", "Kubernetes runs", "Large language models",
@@ -25,8 +25,8 @@ PROMPTS = ["Hello world!", "What is a GPU?", "The quick brown fox", "Kubernetes 
 
 # --- helpers -------------------------------------------------------------------------------
 def build_checkpoint(root: Path) -> Path:
-    from litgpt.checkpoint import mark_complete
-    from litgpt.convert.hf_to_litgpt import convert_hf_checkpoint
+    from litgpt_runtime.checkpoint import mark_complete
+    from litgpt_runtime.convert.hf_to_litgpt import convert_hf_checkpoint
 
     hf_dir = make_hf_model_dir("llama", root / "hf")
     ckpt = root / "checkpoints" / MODEL
@@ -36,8 +36,8 @@ def build_checkpoint(root: Path) -> Path:
 
 
 def reference_greedy(model, prompt_ids: list[int], max_new_tokens: int) -> list[int]:
-    """litgpt.generate's greedy tokens (sequential, batch of one)."""
-    from litgpt.generate import generate_tokens
+    """litgpt_runtime.generate's greedy tokens (sequential, batch of one)."""
+    from litgpt_runtime.generate import generate_tokens
 
     model.max_seq_length = model.config.block_size  # generate_tokens shrinks it to the request
     return list(generate_tokens(model, prompt_ids, max_new_tokens, temperature=0.0, stop_ids=[EOS_ID]))
@@ -62,14 +62,14 @@ def checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def model(checkpoint):
-    from litgpt.checkpoint import load_model
+    from litgpt_runtime.checkpoint import load_model
 
     return load_model(checkpoint)
 
 
 @pytest.fixture(scope="module")
 def tokenizer(checkpoint):
-    from litgpt.tokenizer import Tokenizer
+    from litgpt_runtime.tokenizer import Tokenizer
 
     return Tokenizer(checkpoint)
 
@@ -77,7 +77,7 @@ def tokenizer(checkpoint):
 # --- the engine, in-process ----------------------------------------------------------------
 def test_batched_greedy_equals_sequential_generate(model, tokenizer):
     """Rows that join mid-flight (more prompts than slots, different lengths) decode exactly as alone."""
-    from litgpt.serve.engine import BatchedGenerator, GenerationRequest
+    from litgpt_runtime.serve.engine import BatchedGenerator, GenerationRequest
 
     prompts = [tokenizer.encode(p) for p in PROMPTS[:5]]
     expected = [reference_greedy(model, p, 12) for p in prompts]
@@ -98,7 +98,7 @@ def test_batched_greedy_equals_sequential_generate(model, tokenizer):
 def test_rows_stay_packed_as_requests_end_and_a_lone_request_runs_alone(model, tokenizer):
     """Requests that end early (or are cancelled) hand their row to the last busy one, cache and
     all: everyone still decodes exactly as alone, and the steps shrink to the busy rows."""
-    from litgpt.serve.engine import BatchedGenerator, GenerationRequest
+    from litgpt_runtime.serve.engine import BatchedGenerator, GenerationRequest
 
     lengths = [3, 14, 5, 9, 2, 7, 11]
     prompts = [tokenizer.encode(PROMPTS[i % len(PROMPTS)]) for i in range(len(lengths))]
@@ -136,7 +136,7 @@ def test_output_index_computes_only_each_rows_last_logits(model):
 
 
 def test_cancel_frees_the_slot(model, tokenizer):
-    from litgpt.serve.engine import BatchedGenerator, GenerationRequest
+    from litgpt_runtime.serve.engine import BatchedGenerator, GenerationRequest
 
     engine = BatchedGenerator(model, max_batch_size=1, max_seq_length=64)
     engine.submit("a", GenerationRequest(tokenizer.encode("Hello"), 40))
@@ -149,7 +149,7 @@ def test_cancel_frees_the_slot(model, tokenizer):
 
 def test_per_row_sampling_options(model, tokenizer):
     """top_k=1 is greedy whatever the temperature; a seeded row is reproducible in any batch."""
-    from litgpt.serve.sampling import SamplingParams, sample_rows
+    from litgpt_runtime.serve.sampling import SamplingParams, sample_rows
 
     logits = torch.randn(3, 50, generator=torch.Generator().manual_seed(0))
     greedy = logits.argmax(-1).tolist()

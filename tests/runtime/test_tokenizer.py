@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from hf_tiny import EOS_ID, make_tokenizer_files
-from litgpt.errors import UserError
-from litgpt.tokenizer import StreamDecoder, Tokenizer
+from litgpt_devcluster.hf_tiny import EOS_ID, make_tokenizer_files
+from litgpt_runtime.errors import UserError
+from litgpt_runtime.tokenizer import StreamDecoder, Tokenizer
 
 CONVERSATIONS = [
     [{"role": "user", "content": "What is a GPU?"}],

@@ -8,13 +8,13 @@ import math
 import pytest
 import torch
 
-from litgpt.config import Config
-from litgpt.errors import UserError
-from litgpt.model import GPT
-from litgpt.train.args import EvalArgs, TrainArgs
-from litgpt.train.batches import IndexedBatches
-from litgpt.train.data import IGNORE_INDEX, pad_collate
-from litgpt.train.schedule import lr_at
+from litgpt_runtime.config import Config
+from litgpt_runtime.errors import UserError
+from litgpt_runtime.model import GPT
+from litgpt_runtime.train.args import EvalArgs, TrainArgs
+from litgpt_runtime.train.batches import IndexedBatches
+from litgpt_runtime.train.data import IGNORE_INDEX, pad_collate
+from litgpt_runtime.train.schedule import lr_at
 
 TINY = dict(n_layer=2, n_embd=32, n_head=4, n_query_groups=2, block_size=32, vocab_size=64,
             norm_class_name="RMSNorm", mlp_class_name="LLaMAMLP", intermediate_size=48)
@@ -94,15 +94,15 @@ def samples(n: int = 8, seed: int = 0):
 
 
 def train_tiny(tmp_path, *, micro: int, global_batch: int = 8, max_steps: int = 4, save_interval=None,
-               resume_from=None, data=None, lr=1e-2, dropout_model=False):
+               resume_from=None, data=None, lr=1e-2, dropout_model=False, precision="32-true"):
     import lightning as L
 
-    from litgpt.train.loop import fit
+    from litgpt_runtime.train.loop import fit
 
-    fabric = L.Fabric(accelerator="cpu", devices=1, precision="32-true", loggers=[])
+    fabric = L.Fabric(accelerator="cpu", devices=1, precision=precision, loggers=[])
     fabric.seed_everything(7)
     if dropout_model:
-        from litgpt.peft import lora
+        from litgpt_runtime.peft import lora
 
         model = lora.GPT(lora.Config.from_base(Config(**TINY), lora_dropout=0.3, lora_mlp=True))
         lora.mark_only_lora_as_trainable(model)
@@ -125,18 +125,24 @@ def train_tiny(tmp_path, *, micro: int, global_batch: int = 8, max_steps: int = 
 
 def test_gradient_accumulation_matches_one_big_batch(tmp_path):
     """2 x micro 4 and 1 x micro 8 give the same step: the loss is normalised by the step's target
-    tokens, not per micro-batch (which would weigh short and long micro-batches differently)."""
-    two_by_four, _ = train_tiny(tmp_path / "a", micro=4)
-    one_by_eight, _ = train_tiny(tmp_path / "b", micro=8)
+    tokens, not per micro-batch (which would weigh short and long micro-batches differently).
+
+    In float64: AdamW divides by sqrt(v), so a near-zero gradient's summation-order error (which
+    depends on the CPU's kernels: AVX2, AVX-512, AMX) is amplified up to lr/eps = 1e6 times. In
+    float32 that reached 3e-4 on AMD EPYC; in float64 it stays below 1e-9, while a wrong
+    normalisation (per micro-batch instead of per step) moves weights by ~1e-3."""
+    two_by_four, _ = train_tiny(tmp_path / "a", micro=4, precision="64-true")
+    one_by_eight, _ = train_tiny(tmp_path / "b", micro=8, precision="64-true")
     for key in two_by_four:
-        torch.testing.assert_close(two_by_four[key], one_by_eight[key], rtol=1e-4, atol=1e-5)
+        assert two_by_four[key].dtype == torch.float64
+        torch.testing.assert_close(two_by_four[key], one_by_eight[key], rtol=1e-7, atol=1e-9)
 
 
 @pytest.mark.parametrize("dropout_model", [False, True], ids=["full", "lora-dropout"])
 def test_resume_reproduces_an_uninterrupted_run(tmp_path, dropout_model):
     """N steps in one go == N/2 steps, then resume from the step-N/2 checkpoint for the rest
     (weights, optimizer moments, step, data position and dropout masks all continue)."""
-    from litgpt.train.loop import newest_checkpoint, resume_checkpoint
+    from litgpt_runtime.train.loop import newest_checkpoint, resume_checkpoint
 
     straight, state = train_tiny(tmp_path / "one", micro=2, global_batch=4, max_steps=6, save_interval=3,
                                  dropout_model=dropout_model)
@@ -150,7 +156,7 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path, dropout_model):
 
 
 def test_resume_options(tmp_path):
-    from litgpt.train.loop import resume_checkpoint
+    from litgpt_runtime.train.loop import resume_checkpoint
 
     assert resume_checkpoint(tmp_path, "auto") is None
     assert resume_checkpoint(tmp_path, False) is None
@@ -166,7 +172,7 @@ def test_resume_options(tmp_path):
 def test_loss_falls_and_epochs_limit(tmp_path):
     import lightning as L
 
-    from litgpt.train.loop import fit
+    from litgpt_runtime.train.loop import fit
 
     fabric = L.Fabric(accelerator="cpu", devices=1, loggers=[])
     fabric.seed_everything(0)
@@ -177,7 +183,7 @@ def test_loss_falls_and_epochs_limit(tmp_path):
     val = IndexedBatches(data, 2, pad_collate, shuffle=False)
     train = TrainArgs(global_batch_size=4, micro_batch_size=2, epochs=30, lr_warmup_steps=2, learning_rate=3e-3,
                       save_interval=None, log_interval=5)
-    from litgpt.train.loop import validate
+    from litgpt_runtime.train.loop import validate
 
     before = validate(fabric, model, val, 10)
     state = fit(fabric, model, optimizer, source, val, train, EvalArgs(interval=1000), tmp_path,
@@ -188,7 +194,7 @@ def test_loss_falls_and_epochs_limit(tmp_path):
 
 
 def test_target_only_loss_equals_full_loss_and_gradients():
-    from litgpt.train.loop import TargetOnlyLoss, summed_loss
+    from litgpt_runtime.train.loop import TargetOnlyLoss, summed_loss
 
     torch.manual_seed(0)
     model = GPT(Config(**TINY, tie_embeddings=True, final_logit_softcapping=5.0))
@@ -206,7 +212,7 @@ def test_target_only_loss_equals_full_loss_and_gradients():
 
 
 def test_num_nodes_from_the_torch_distributed_environment(monkeypatch):
-    from litgpt.train.launch import resolve_num_nodes
+    from litgpt_runtime.train.launch import resolve_num_nodes
 
     for key in ("WORLD_SIZE", "LOCAL_WORLD_SIZE"):
         monkeypatch.delenv(key, raising=False)
@@ -221,7 +227,7 @@ def test_num_nodes_from_the_torch_distributed_environment(monkeypatch):
 
 
 def test_precision_checks():
-    from litgpt.train.launch import check_precision
+    from litgpt_runtime.train.launch import check_precision
 
     assert check_precision("32") == "32-true"
     with pytest.raises(UserError, match="not supported"):
@@ -234,7 +240,7 @@ def test_precision_checks():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU's default")
 @pytest.mark.parametrize("amx", [True, False])
 def test_cpu_default_precision_is_bf16_mixed_only_where_the_cpu_has_amx(monkeypatch, capsys, amx):
-    import litgpt.train.launch as launch
+    import litgpt_runtime.train.launch as launch
 
     monkeypatch.setattr(launch, "cpu_has_bf16_matrix_units", lambda: amx)
     monkeypatch.delenv("LOCAL_RANK", raising=False)
@@ -248,7 +254,7 @@ def test_cpu_default_precision_is_bf16_mixed_only_where_the_cpu_has_amx(monkeypa
 
 
 def test_amx_detection_reads_the_cpu_flags():
-    from litgpt.train.launch import cpu_has_bf16_matrix_units
+    from litgpt_runtime.train.launch import cpu_has_bf16_matrix_units
 
     try:
         flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from hf_tiny import make_hf_model_dir
-from hub_server import make_repo
-from litgpt import checkpoint, download
-from litgpt.checkpoint import (
+from litgpt_devcluster.hf_tiny import make_hf_model_dir
+from litgpt_devcluster.hub_server import make_repo
+from litgpt_runtime import checkpoint, download
+from litgpt_runtime.checkpoint import (
     EXPECTED_DIGEST_ENV,
     WEIGHTS_FILE,
     checkpoint_digest,
@@ -20,9 +20,9 @@ from litgpt.checkpoint import (
     save_checkpoint,
     verify_digest,
 )
-from litgpt.config import Config
-from litgpt.errors import UserError
-from litgpt.model import GPT
+from litgpt_runtime.config import Config
+from litgpt_runtime.errors import UserError
+from litgpt_runtime.model import GPT
 
 TINY = dict(n_layer=1, n_embd=32, n_head=4, n_query_groups=2, intermediate_size=64, vocab_size=100, block_size=32)
 

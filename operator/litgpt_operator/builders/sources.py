@@ -8,7 +8,7 @@ from typing import Optional
 from litgpt_operator.api import LITGPT_MODEL
 from litgpt_operator.builders.common import CHECKPOINT_ROOT, OUTPUT_MOUNT
 
-# Read by the runtime (`litgpt.checkpoint.verify_expected`); the operator must not import torch.
+# Read by the runtime (`litgpt_runtime.checkpoint.verify_expected`); the operator must not import torch.
 EXPECTED_DIGEST_ENV = "LITGPT_EXPECTED_DIGEST"
 OUTPUT_CLAIM_ANNOTATION = "litgpt.dev/output-claim"
 OUTPUT_PATH_ANNOTATION = "litgpt.dev/output-path"

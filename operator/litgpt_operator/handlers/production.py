@@ -1,7 +1,7 @@
 """The production features a reconciler adds around its Job (issue: the operator in production).
 
 - `prepare_children`: Kueue pass-through (label + suspend) and, for training, auto-resume.
-- `fit_condition`: ResourcesFit before a training Job is created (litgpt.fit).
+- `fit_condition`: ResourcesFit before a training Job is created (litgpt_runtime.fit).
 - `training_fields`: attempts, resumed step and progress of a running training Job, read from its
   pods and the tail of the newest pod's log (coarse: once per reconcile).
 Each is one call in the kind's reconciler; the logic lives in kueue.py, fitcheck.py, resume.py

@@ -1,0 +1,149 @@
+"""`litgpt serve`: validate the options, build the LitServer, run it until SIGTERM/Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Literal, Optional
+
+from litgpt_runtime.errors import UserError
+
+_HOSTS = ("127.0.0.1", "0.0.0.0", "::")
+
+
+def main(
+    repo_id: str,
+    *,
+    checkpoint_root_dir: Path = Path("checkpoints"),
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    accelerator: Literal["auto", "cpu", "cuda", "mps"] = "auto",
+    devices: int = 1,
+    workers_per_device: int = 1,
+    max_batch_size: int = 8,
+    max_new_tokens: int = 50,
+    temperature: float = 0.8,
+    top_k: Optional[int] = 50,
+    top_p: float = 1.0,
+    max_seq_length: Optional[int] = 2048,
+    precision: Optional[str] = None,
+    model_name: Optional[str] = None,
+    access_token: Optional[str] = None,
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info",
+) -> None:
+    """Serve a model over HTTP: OpenAI-compatible API, /predict, /health and Prometheus /metrics.
+
+    Routes: POST /v1/chat/completions and /v1/completions (both with "stream": true), GET
+    /v1/models, POST /predict ({"prompt": "..."} -> {"output": "..."}), GET /health (200 once the
+    model is loaded), GET /metrics. Concurrent requests are decoded together, up to
+    --max_batch_size per device. Stops cleanly on SIGTERM or Ctrl-C.
+
+    Args:
+        repo_id: Hugging Face repo id (resolved under --checkpoint_root_dir; downloaded on first
+            use) or the path of any complete checkpoint folder (e.g. a finetuned or merged one).
+        checkpoint_root_dir: Where repo ids are looked up and downloaded to.
+        host: Address to listen on: 127.0.0.1 (this machine only), 0.0.0.0 or :: (all interfaces).
+        port: TCP port (1024-65535).
+        accelerator: auto (GPU when available), cpu, cuda or mps.
+        devices: How many devices to serve on; each loads the model and batches on its own.
+        workers_per_device: Inference workers per device (each with its own model copy and batch).
+        max_batch_size: How many requests a device decodes together (the KV cache has one row each).
+        max_new_tokens: Default completion length when a request gives no max_tokens.
+        temperature: Default sampling temperature (0 = greedy); requests may override it.
+        top_k: Default top-k (None = off); requests may override it.
+        top_p: Default top-p; requests may override it.
+        max_seq_length: Context per request (prompt + completion) the KV cache is sized for; at
+            most the model's block size. None = the block size.
+        precision: 32-true, bf16-true or 16-true (default: bf16 on GPUs, 32-true on CPU).
+        model_name: The name clients put in "model" (default: the repo id).
+        access_token: Hugging Face token for gated models (default: $HF_TOKEN).
+        log_level: Server log level.
+    """
+    from litgpt_runtime.config import Config
+    from litgpt_runtime.download import ensure_checkpoint
+    from litgpt_runtime.generate import _PRECISIONS
+    from litgpt_runtime.tokenizer import Tokenizer
+
+    if host not in _HOSTS:
+        raise UserError(f"--host {host!r} is not supported; use 127.0.0.1 (local only), 0.0.0.0 or ::.")
+    if not 1024 <= port <= 65535:
+        raise UserError(f"--port {port} is out of range; choose a port from 1024 to 65535.")
+    if min(max_batch_size, devices, workers_per_device, max_new_tokens) < 1:
+        raise UserError("--max_batch_size, --devices, --workers_per_device and --max_new_tokens must be at least 1.")
+    if temperature < 0 or not 0 < top_p <= 1 or (top_k is not None and top_k < 1):
+        raise UserError("Use --temperature >= 0, 0 < --top_p <= 1 and --top_k >= 1 (or None).")
+    if precision is not None and precision not in _PRECISIONS:
+        raise UserError(f"Unknown precision {precision!r}; choose one of 32-true, bf16-true, 16-true.")
+
+    checkpoint_dir = ensure_checkpoint(repo_id, checkpoint_root_dir, access_token=access_token)
+    config = Config.from_checkpoint(checkpoint_dir)
+    if max_seq_length is None or max_seq_length > config.block_size:
+        max_seq_length = config.block_size
+    if max_seq_length < 2:
+        raise UserError("--max_seq_length must be at least 2.")
+    _check_accelerator(accelerator, devices)
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the API process is forked after use
+    tokenizer = Tokenizer(checkpoint_dir)
+    server = build_server(checkpoint_dir, tokenizer, served_name=model_name or repo_id, aliases={repo_id},
+                          accelerator=accelerator, devices=devices, workers_per_device=workers_per_device,
+                          max_batch_size=max_batch_size,
+                          max_seq_length=max_seq_length, precision=precision, max_new_tokens=max_new_tokens,
+                          temperature=temperature, top_k=top_k, top_p=top_p)
+
+    # Kubernetes stops pods with SIGTERM: treat it like Ctrl-C so that LitServe shuts its API and
+    # inference processes down instead of leaving them orphaned.
+    main_pid = os.getpid()
+
+    def _terminate(signum, frame):
+        if os.getpid() != main_pid:  # the forked API process, after uvicorn's own graceful stop
+            raise SystemExit(0)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
+    print(f"Serving {model_name or repo_id} from {checkpoint_dir} on http://{host}:{port} "
+          f"(OpenAI API under /v1, max_batch_size={max_batch_size}, context {max_seq_length - 1} tokens)",
+          flush=True)
+    server.run(host=host, port=port, num_api_servers=1, log_level=log_level, generate_client_file=False)
+
+
+def _check_accelerator(accelerator: str, devices: int) -> None:
+    import torch
+
+    if accelerator == "cuda" and not torch.cuda.is_available():
+        raise UserError("--accelerator cuda was asked for, but no CUDA GPU is available; use auto or cpu.")
+    if accelerator in ("cuda", "auto") and torch.cuda.is_available() and devices > torch.cuda.device_count():
+        raise UserError(f"--devices {devices} asked for, but only {torch.cuda.device_count()} GPUs are visible.")
+    if accelerator == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UserError("--accelerator mps was asked for, but MPS is not available; use auto or cpu.")
+
+
+def build_server(checkpoint_dir: Path, tokenizer, *, served_name: str, aliases: set[str], accelerator: str,
+                 devices: int, workers_per_device: int, max_batch_size: int, max_seq_length: int, precision: Optional[str],
+                 max_new_tokens: int, temperature: float, top_k: Optional[int], top_p: float):
+    """The LitServer with our generation LitAPI and routes (not started)."""
+    from litgpt_runtime.serve.bridge import Bridge, LitGPTServer
+    from litgpt_runtime.serve.metrics import MetricsMiddleware
+    from litgpt_runtime.serve.routes import Defaults, ServeState, add_routes
+    from litgpt_runtime.serve.worker import GENERATE_PATH, GenerationAPI
+
+    api = GenerationAPI(checkpoint_dir, max_batch_size=max_batch_size, max_seq_length=max_seq_length,
+                        precision=precision)
+    server = LitGPTServer(api, accelerator=accelerator, devices=devices, workers_per_device=workers_per_device,
+                          timeout=False,
+                          middlewares=[MetricsMiddleware], model_metadata={"model": served_name})
+    # Our routes hand requests to the worker themselves (bridge.py); LitServe's raw endpoint for
+    # the generation API would accept unvalidated payloads, so it is not exposed.
+    server.app.router.routes = [r for r in server.app.router.routes if getattr(r, "path", None) != GENERATE_PATH]
+    server.uvicorn_graceful_timeout = 10
+    state = ServeState(
+        model_name=served_name,
+        aliases={served_name, *aliases},
+        tokenizer=tokenizer,
+        context_window=max_seq_length - 1,
+        defaults=Defaults(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p),
+        bridge=Bridge(server),
+    )
+    add_routes(server.app, state)
+    return server
