@@ -45,6 +45,8 @@ def finetune(method: str, base_dir: Path, data_file: Path, out_dir: Path, lr: fl
     setup = import_module(f"litgpt_runtime.finetune.{method}").setup
     train = TrainArgs(global_batch_size=4, micro_batch_size=2, max_steps=steps, lr_warmup_steps=2, learning_rate=lr,
                       save_interval=None, log_interval=1)
+    # float32 pinned: the default is bf16-mixed only on CPUs with AMX, and these tests must mean the same everywhere
+    extra.setdefault("precision", "32-true")
     setup(str(base_dir), data=JSON(json_path=data_file, val_split_fraction=0.0), out_dir=out_dir, train=train,
           eval=EvalArgs(final_validation=False), **extra)
     return out_dir / "final"
