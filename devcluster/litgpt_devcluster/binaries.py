@@ -12,7 +12,11 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_DIR = REPO_ROOT / "hack" / "control-plane"
-BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "helm")
+# Everything build.sh builds: "installed" means all of them, the real node's too.
+BINARIES = (
+    "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "helm",
+    "kubelet", "kube-proxy",
+)
 INSTALL_HINT = "run hack/control-plane.sh install"
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the pinned control-plane binaries of go.mod into $1 in ONE `go build`, so that the
-# packages the binaries share (client-go, apimachinery, grpc, ...) compile once.
+# Builds the pinned binaries of go.mod (the control plane, and kubelet and kube-proxy for the real
+# node) into $1 in ONE `go build`, so that the packages the binaries share (client-go,
+# apimachinery, grpc, ...) compile once and the node runs exactly the control plane's version.
 # Usage: hack/control-plane/build.sh OUT_DIR
 set -euo pipefail
 out=${1:?usage: build.sh OUT_DIR}
@@ -29,6 +30,8 @@ CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$out/" \
   k8s.io/kubernetes/cmd/kube-controller-manager \
   k8s.io/kubernetes/cmd/kube-scheduler \
   k8s.io/kubernetes/cmd/kubectl \
+  k8s.io/kubernetes/cmd/kubelet \
+  k8s.io/kubernetes/cmd/kube-proxy \
   go.etcd.io/etcd/server/v3 \
   helm.sh/helm/v3/cmd/helm
 # A main package at a /vN path is named after the element before it.
