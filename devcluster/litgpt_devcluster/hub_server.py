@@ -17,7 +17,19 @@ Faults for tests (set attributes of `HubServer` while it runs):
 - `drop_once = {filename: nbytes}`: the next GET of that file sends `nbytes` bytes, then closes
   the connection (the client resumes with a Range request).
 - `throttle = {filename: bytes_per_second}`: slow transfer (to interrupt a download from outside).
+- `stall = {filename: offset}`: every GET of that file sends its bytes up to `offset`, then
+  nothing more while the connection stays open (a transfer that hangs rather than fails);
+  `stall_once` the same for the next GET only.
+- `truncate = {filename: nbytes}`: GETs serve only the first `nbytes` bytes as if that were the
+  whole file, while the listing and HEAD still give the true size and hashes.
+- `corrupt = {filename}`: GETs serve the file with its last 64 bytes altered (same length; the
+  listing and HEAD still give the true sha256), as a bad mirror or a flipped disk block would.
+- `deny = {repo_id: status}`: answer every request about that repo with 401, 403 or 404 the
+  way the Hub does (for tests of each refusal without setting up gating).
 - `requests`: log of `(method, path, range_header)` for assertions.
+
+Other revisions: `branches = {(repo_id, name): folder}` serves `folder` as branch or tag `name`
+of the repo (by name or by its own commit sha); `main` is always `root/<org>/<name>/`.
 
 Repos live in `root/<org>/<name>/`. The commit sha is derived from the files' contents, so it
 changes when a test edits the repo, as on the Hub.
@@ -60,6 +72,12 @@ class HubServer:
     valid_tokens: set[str] = field(default_factory=set)
     drop_once: dict[str, int] = field(default_factory=dict)
     throttle: dict[str, int] = field(default_factory=dict)
+    stall: dict[str, int] = field(default_factory=dict)
+    stall_once: dict[str, int] = field(default_factory=dict)
+    truncate: dict[str, int] = field(default_factory=dict)
+    corrupt: set[str] = field(default_factory=set)
+    deny: dict[str, int] = field(default_factory=dict)
+    branches: dict[tuple[str, str], Path] = field(default_factory=dict)
     requests: list[tuple[str, str, str | None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -67,6 +85,7 @@ class HubServer:
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()  # ends stalled responses
 
     # --- lifecycle ------------------------------------------------------------------------
     def start(self) -> "HubServer":
@@ -82,6 +101,7 @@ class HubServer:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
@@ -102,8 +122,21 @@ class HubServer:
     def repo_dir(self, repo_id: str) -> Path:
         return self.root / repo_id
 
+    def revision_dir(self, repo_id: str, revision: str) -> Path | None:
+        """The folder serving `revision` (main, a branch name, or either one's commit sha)."""
+        main = self.repo_dir(repo_id)
+        if revision in ("main", self.commit_sha(repo_id)):
+            return main
+        for (repo, name), folder in self.branches.items():
+            if repo == repo_id and revision in (name, _commit_of(self.files_in(folder))):
+                return Path(folder)
+        return None
+
     def files(self, repo_id: str) -> dict[str, RepoFile]:
-        base = self.repo_dir(repo_id)
+        return self.files_in(self.repo_dir(repo_id))
+
+    @staticmethod
+    def files_in(base: Path) -> dict[str, RepoFile]:
         out: dict[str, RepoFile] = {}
         for path in sorted(p for p in base.rglob("*") if p.is_file()):
             rel = path.relative_to(base).as_posix()
@@ -115,15 +148,23 @@ class HubServer:
         return out
 
     def commit_sha(self, repo_id: str) -> str:
-        digest = hashlib.sha1()
-        for f in self.files(repo_id).values():
-            digest.update(f"{f.path}\0{f.blob_sha1}\n".encode())
-        return digest.hexdigest()
+        return _commit_of(self.files(repo_id))
+
+    def commit_of(self, folder: Path) -> str:
+        """The commit sha a branch folder (see `branches`) is served under."""
+        return _commit_of(self.files_in(Path(folder)))
 
     def count(self, method: str, path_suffix: str) -> int:
         """How many logged requests of `method` ended with `path_suffix`."""
         with self._lock:
             return sum(1 for m, p, _ in self.requests if m == method and p.endswith(path_suffix))
+
+
+def _commit_of(files: dict[str, RepoFile]) -> str:
+    digest = hashlib.sha1()
+    for f in files.values():
+        digest.update(f"{f.path}\0{f.blob_sha1}\n".encode())
+    return digest.hexdigest()
 
 
 class _HubHandler(BaseHTTPRequestHandler):
@@ -162,6 +203,16 @@ class _HubHandler(BaseHTTPRequestHandler):
         """Answer the request with the Hub's error and return False when access is denied."""
         hub = self.server_state
         token = self._token()
+        denied = hub.deny.get(repo_id)
+        if denied == 401:
+            self._error(401, None, BAD_TOKEN_MESSAGE)
+            return False
+        if denied == 403:
+            self._error(403, "GatedRepo", f"Access to model {repo_id} is restricted and you are not in the authorized list. Visit https://huggingface.co/{repo_id} to ask for access.")
+            return False
+        if denied == 404:
+            self._error(404, "RepoNotFound", "Repository not found")
+            return False
         if token is not None and token not in hub.valid_tokens:
             self._error(401, None, BAD_TOKEN_MESSAGE)
             return False
@@ -205,20 +256,22 @@ class _HubHandler(BaseHTTPRequestHandler):
         hub = self.server_state
         if not self._check_access(repo_id, file_request=False):
             return
-        files = hub.files(repo_id)
-        sha = hub.commit_sha(repo_id)
+        revision = rest[1] if rest and rest[0] in ("revision", "tree") and rest[1:] else "main"
+        folder = hub.revision_dir(repo_id, revision)
+        if folder is None:
+            self._error(404, "RevisionNotFound", "Invalid rev id")
+            return
+        files = hub.files_in(folder)
+        sha = _commit_of(files)
         if not rest or rest[0] == "revision":
-            if rest and rest[1:] and rest[1] not in ("main", sha):
-                self._error(404, "RevisionNotFound", "Invalid rev id")
-                return
-            siblings = [{"rfilename": f.path, "size": f.size, "blobId": f.blob_sha1} for f in files.values()]
+            # With `?blobs=true` (files_metadata=True) the Hub adds the LFS sha256 and size.
+            siblings = [{"rfilename": f.path, "size": f.size, "blobId": f.blob_sha1,
+                         **({"lfs": {"sha256": f.sha256, "size": f.size, "pointerSize": 134}} if f.lfs else {})}
+                        for f in files.values()]
             gated = "manual" if repo_id in hub.gated else False
             self._json(200, {"id": repo_id, "modelId": repo_id, "sha": sha, "private": False, "gated": gated,
                              "disabled": False, "siblings": siblings, "tags": []})
         elif rest[0] == "tree" and len(rest) >= 2:
-            if rest[1] not in ("main", sha):
-                self._error(404, "RevisionNotFound", "Invalid rev id")
-                return
             prefix = "/".join(rest[2:])
             entries = []
             for f in files.values():
@@ -236,11 +289,13 @@ class _HubHandler(BaseHTTPRequestHandler):
         hub = self.server_state
         if not self._check_access(repo_id, file_request=True):
             return
-        sha = hub.commit_sha(repo_id)
-        if revision not in ("main", sha):
-            self._error(404, "RevisionNotFound", "Invalid rev id", {"X-Repo-Commit": sha})
+        folder = hub.revision_dir(repo_id, revision)
+        if folder is None:
+            self._error(404, "RevisionNotFound", "Invalid rev id", {"X-Repo-Commit": hub.commit_sha(repo_id)})
             return
-        info = hub.files(repo_id).get(filename)
+        files = hub.files_in(folder)
+        sha = _commit_of(files)
+        info = files.get(filename)
         if info is None:
             self._error(404, "EntryNotFound", "Entry not found", {"X-Repo-Commit": sha})
             return
@@ -248,7 +303,12 @@ class _HubHandler(BaseHTTPRequestHandler):
         if info.lfs:
             headers["X-Linked-Etag"] = f'"{info.sha256}"'
             headers["X-Linked-Size"] = str(info.size)
-        data = (hub.repo_dir(repo_id) / filename).read_bytes()
+        data = (folder / filename).read_bytes()
+        if self.command == "GET" and filename in hub.corrupt and data:
+            tail = bytes(b ^ 0xFF for b in data[-64:])
+            data = data[:-64] + tail
+        if self.command == "GET" and filename in hub.truncate:
+            data = data[:hub.truncate[filename]]
         start, end, status = 0, len(data) - 1, 200
         range_header = self.headers.get("Range")
         if range_header and range_header.startswith("bytes="):
@@ -273,6 +333,12 @@ class _HubHandler(BaseHTTPRequestHandler):
 
         with hub._lock:
             drop_at = hub.drop_once.pop(filename, None)
+            stall_at = hub.stall_once.pop(filename, hub.stall.get(filename))
+        if stall_at is not None:
+            self.wfile.write(body[:max(0, stall_at - start)])
+            self.wfile.flush()
+            self._hold_open()
+            return
         rate = hub.throttle.get(filename)
         if drop_at is not None and drop_at < len(body):
             self.wfile.write(body[:drop_at])
@@ -289,6 +355,21 @@ class _HubHandler(BaseHTTPRequestHandler):
                 time.sleep(chunk / rate)
         else:
             self.wfile.write(body)
+
+
+    def _hold_open(self) -> None:
+        """Send nothing more until the client gives up (closes) or the server stops."""
+        import select
+
+        self.close_connection = True
+        while not self.server_state._stopping.is_set():
+            readable, _, _ = select.select([self.connection], [], [], 0.2)
+            if readable:
+                try:
+                    if not self.connection.recv(1, socket.MSG_PEEK):
+                        return  # the client closed its end
+                except OSError:
+                    return
 
 
 def make_repo(root: Path, repo_id: str, source_dir: Path) -> Path:

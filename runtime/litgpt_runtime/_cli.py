@@ -2,7 +2,8 @@
 
 Order matters: removed flags are caught before parsing (so the user sees the new form of their
 command), the action's module is imported only then (so `litgpt --help` stays instant), and a
-`UserError` raised anywhere becomes one message and exit status 1, never a traceback.
+`UserError` raised anywhere becomes one message and its exit status (1, or the distinct status of
+`litgpt_runtime.errors.EXIT_REASONS`), never a traceback.
 """
 
 from __future__ import annotations
@@ -152,7 +153,7 @@ def run(actions: Actions, argv: list[str] | None = None) -> None:
     except NotImplementedYet:
         _fail(f"`litgpt {action}` is not implemented yet.", EXIT_USER_ERROR)
     except UserError as exc:
-        _fail(str(exc), EXIT_USER_ERROR)
+        _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         # Exit now: waiting for worker threads (downloads) to finish would make Ctrl-C feel ignored.
         # Nothing half-written is marked complete, so there is nothing to clean up.

@@ -37,9 +37,24 @@ TOKENIZER_FILES = (
 
 
 # --- where ----------------------------------------------------------------------------------
-def checkpoint_dir_for(repo_id: str, checkpoint_root_dir: str | Path = DEFAULT_ROOT) -> Path:
-    """`<root>/<org>/<name>` for a repo id (no checks)."""
-    return Path(checkpoint_root_dir) / repo_id.strip("/")
+def checkpoint_dir_for(repo_id: str, checkpoint_root_dir: str | Path = DEFAULT_ROOT,
+                       revision: Optional[str] = None) -> Path:
+    """`<root>/<org>/<name>` for a repo id, `<root>/<org>/<name>@<revision>` for a revision other
+    than the default branch (so two revisions of one repo never share a folder). No checks."""
+    return Path(checkpoint_root_dir) / (repo_id.strip("/") + revision_suffix(revision))
+
+
+def revision_suffix(revision: Optional[str]) -> str:
+    """`@<revision>` ("/" of branch names such as refs/pr/1 as "--"), or "" for the default branch."""
+    if not revision or revision == "main":
+        return ""
+    return "@" + revision.replace("/", "--")
+
+
+def split_revision(repo_id: str) -> tuple[str, Optional[str]]:
+    """`org/name@rev` -> (`org/name`, `rev`); no `@` -> (repo_id, None)."""
+    name, at, revision = repo_id.partition("@")
+    return (name, revision or None) if at else (repo_id, None)
 
 
 def _looks_like_repo_id(text: str) -> bool:
@@ -66,7 +81,7 @@ def resolve_checkpoint_dir(repo_id_or_path: str | Path, checkpoint_root_dir: str
             + (f"Run `litgpt download {repo_hint}` to finish it." if repo_hint else
                "Download or convert it again; a folder is usable once it holds .litgpt_complete.json.")
         )
-    repo_id = text.strip("/")
+    repo_id, revision = split_revision(text.strip("/"))
     if not _looks_like_repo_id(repo_id):
         preset = find_preset(repo_id)
         if preset is None:
@@ -75,18 +90,19 @@ def resolve_checkpoint_dir(repo_id_or_path: str | Path, checkpoint_root_dir: str
                 "e.g. `EleutherAI/pythia-160m`)."
             )
         repo_id = preset["hf_repo_id"]
-    folder = checkpoint_dir_for(repo_id, checkpoint_root_dir)
-    if is_complete(folder):
+    folder = checkpoint_dir_for(repo_id, checkpoint_root_dir, revision)
+    if is_complete(folder, revision or "main"):
         verify_expected(folder)
         return folder
+    command = f"litgpt download {repo_id}" + (f" --revision {revision}" if revision else "")
     if folder.exists():
         raise UserError(
-            f"The checkpoint for {repo_id} in {str(folder)!r} is incomplete (an interrupted download?). "
-            f"Run `litgpt download {repo_id}` to finish it."
+            f"The checkpoint for {repo_id} in {str(folder)!r} is incomplete (an interrupted download?) "
+            f"or holds another revision. Run `{command}` to finish it."
         )
     raise UserError(
         f"No checkpoint for {repo_id} under {str(Path(checkpoint_root_dir))!r}. "
-        f"Run `litgpt download {repo_id}` first"
+        f"Run `{command}` first"
         + (f" (with --checkpoint_root_dir {checkpoint_root_dir})." if str(checkpoint_root_dir) != DEFAULT_ROOT else ".")
     )
 
@@ -153,11 +169,19 @@ def read_marker(checkpoint_dir: str | Path) -> Optional[dict[str, Any]]:
     return marker if isinstance(marker, dict) and isinstance(marker.get("files"), dict) else None
 
 
-def is_complete(checkpoint_dir: str | Path) -> bool:
-    """Marker present and every weight file it lists is there with its recorded size (no hashing)."""
+def is_complete(checkpoint_dir: str | Path, revision: Optional[str] = None) -> bool:
+    """Marker present and every weight file it lists is there with its recorded size (no hashing).
+
+    With `revision`, the marker must also say the folder holds that revision: the branch or tag
+    it was downloaded as, or its commit (a prefix of 7+ hex digits will do); "main" accepts a
+    folder downloaded without a revision. Without it, any complete folder counts (a path the
+    user named).
+    """
     checkpoint_dir = Path(checkpoint_dir)
     marker = read_marker(checkpoint_dir)
     if marker is None or not marker["files"]:
+        return False
+    if not _holds_revision(marker, revision):
         return False
     sizes = marker.get("sizes", {})
     for name in marker["files"]:
@@ -165,6 +189,17 @@ def is_complete(checkpoint_dir: str | Path) -> bool:
         if not path.is_file() or (name in sizes and path.stat().st_size != sizes[name]):
             return False
     return True
+
+
+def _holds_revision(marker: dict[str, Any], revision: Optional[str]) -> bool:
+    asked = marker.get("requested_revision")  # absent in markers of finetunes and older downloads
+    if revision is None:
+        return True
+    if revision == "main":
+        return asked in (None, "main")
+    commit = str(marker.get("revision") or "")
+    is_commit_prefix = len(revision) >= 7 and all(c in "0123456789abcdef" for c in revision.lower())
+    return asked == revision or (is_commit_prefix and commit.startswith(revision.lower()))
 
 
 def verify(checkpoint_dir: str | Path) -> None:

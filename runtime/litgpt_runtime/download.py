@@ -6,14 +6,26 @@ Where things go (all under --checkpoint_root_dir, default `checkpoints`):
                                 already fetched are kept, so a second run does not fetch them again)
     <org>/.<name>.converting/   conversion output; marked complete last, then renamed into place
     <org>/<name>/               the checkpoint, which appears in one rename, marker included
+    <org>/.<name>.lock          held while one process downloads into <org>/<name>
+
+With --revision R (other than main) every <name> above is <name>@R, and the marker records R:
+two revisions of one repo never share a folder, and neither passes for the other.
 
 So an interrupted or failed download never leaves a folder that other actions accept: the
 completeness marker (`litgpt_runtime.checkpoint.mark_complete`) is written into the staging folder only
 after everything else is in it, and only the rename makes it visible. The raw download is removed
 once the checkpoint is in place.
 
-Resuming: within a run, a dropped connection is resumed by huggingface_hub with a Range request;
-across runs, files that were completely fetched are kept and only the missing ones are fetched.
+Every file is checked against what the Hub lists for it (the SHA-256 of LFS files, the git blob
+id of the others, the size of all) before anything is converted; a mismatch names the file.
+
+Resuming: within a run, a dropped connection is resumed by huggingface_hub with a Range request
+and a stalled one (`hub_transfer`) is retried with back-off; across runs, files that were
+completely fetched are kept and only the missing ones are fetched.
+
+Failures retrying cannot fix end with their own exit status (`litgpt_runtime.errors`: 3 access
+denied, 4 not found, 5 stalled, 6 checksum) and `<Reason>: <message>` in the container's
+termination log.
 """
 
 from __future__ import annotations
@@ -27,9 +39,10 @@ import sys
 from contextlib import contextmanager
 from fnmatch import fnmatch
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
-from litgpt_runtime.errors import UserError
+from litgpt_runtime.errors import AccessDenied, IntegrityError, NotFound, TransferStalled, UserError
+from litgpt_runtime.hub_transfer import DEFAULT_RETRIES, DEFAULT_STALL_TIMEOUT, stall_guard, with_retries
 
 DOWNLOADS_DIR = ".downloads"
 # Everything a checkpoint needs besides the weights: the model config (kept for export) and the
@@ -87,6 +100,10 @@ def choose_weight_files(repo_files: list[str], read_index) -> list[str]:
                                    (BIN_INDEX, "pytorch_model.bin", "pytorch_model*.bin")):
         if index in top:
             shards = sorted(set(read_index(index)["weight_map"].values()))
+            for shard in shards:  # a name from the repo becomes a path on disk: only files we saw listed
+                if shard not in top:
+                    raise UserError(f"{index} names the shard {shard!r}, which is not a file at the top level of "
+                                    "the repo; refusing to use it as a path. The repo is broken or hostile.")
             return [index, *shards]
         if single in top:
             return [single]
@@ -124,55 +141,69 @@ def _existing_parent(path: Path) -> Path:
 
 
 @contextmanager
-def hub_errors(repo_id: str, token_given: bool, root: Path) -> Iterator[None]:
-    """Turn huggingface_hub's exceptions into one-paragraph UserErrors."""
+def hub_errors(repo_id: str, token_given: bool, root: Path, retries: int = 0) -> Iterator[None]:
+    """Turn huggingface_hub's exceptions into one-paragraph UserErrors; refusals that retrying
+    cannot fix (401/403, 404) become `AccessDenied` / `NotFound`, which exit with their own status."""
     from huggingface_hub import constants
     from huggingface_hub.errors import (
         GatedRepoError,
         HfHubHTTPError,
         LocalEntryNotFoundError,
+        RemoteEntryNotFoundError,
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
+
+    from litgpt_runtime.hub_transfer import Stalled
 
     page = f"https://huggingface.co/{repo_id}"
     try:
         yield
     except UserError:
         raise
+    except Stalled as exc:
+        raise TransferStalled(
+            f"The download of {exc.filename} from {repo_id} stalled: no data for {exc.seconds:g} s, "
+            f"{1 + retries} times. The Hub (or a proxy on the way) is not sending; files already "
+            "fetched are kept, so run the same command again later (--stall_timeout sets the wait)."
+        ) from None
     except GatedRepoError as exc:
         status = exc.response.status_code if exc.response is not None else None
         if status == 403 or token_given:
-            raise UserError(
+            raise AccessDenied(
                 f"{repo_id} is a gated model and your Hugging Face token has no access to it. Open {page}, "
                 "accept the license / request access with the account that owns the token, then run again."
             ) from None
-        raise UserError(
+        raise AccessDenied(
             f"{repo_id} is a gated model: open {page} to accept its license, then pass a token with "
             "`--access_token <token>` or the HF_TOKEN environment variable."
         ) from None
     except RevisionNotFoundError:
-        raise UserError(f"The revision asked for does not exist in {repo_id}; check --revision.") from None
+        raise NotFound(f"The revision asked for does not exist in {repo_id}; check --revision.") from None
     except RepositoryNotFoundError:
         hint = "" if token_given else " If it is private, pass a token with --access_token or HF_TOKEN."
-        raise UserError(
+        raise NotFound(
             f"Repository {repo_id!r} was not found on the Hugging Face Hub. Check the spelling "
             f"(`litgpt download list` shows known models).{hint}"
         ) from None
+    except RemoteEntryNotFoundError as exc:
+        raise NotFound(f"A file of {repo_id} listed by the Hub is missing from it ({_first_line(exc)}).") from None
     except HfHubHTTPError as exc:
         status = exc.response.status_code if exc.response is not None else None
         if status == 401:
-            raise UserError(
+            raise AccessDenied(
                 "The Hugging Face Hub rejected your token (401 invalid credentials). Check --access_token / "
                 "HF_TOKEN, or unset it for public models."
             ) from None
         if status == 403:
-            raise UserError(f"The Hugging Face Hub refused access to {repo_id} (403). Check that your token "
-                            f"has read access and that you accepted the model's terms at {page}.") from None
+            raise AccessDenied(f"The Hugging Face Hub refused access to {repo_id} (403). Check that your token "
+                               f"has read access and that you accepted the model's terms at {page}.") from None
+        if status == 404:
+            raise NotFound(f"The Hugging Face Hub has no {repo_id} (404): {_first_line(exc)}.") from None
         if _is_network_error(exc):
             raise _network_error(constants.ENDPOINT) from None
         raise UserError(f"The Hugging Face Hub answered HTTP {status} while downloading {repo_id}: "
-                        f"{str(exc).strip().splitlines()[0]}. Try again later.") from None
+                        f"{_first_line(exc)}. Try again later.") from None
     except LocalEntryNotFoundError:
         raise _network_error(constants.ENDPOINT) from None
     except OSError as exc:
@@ -185,6 +216,10 @@ def hub_errors(repo_id: str, token_given: bool, root: Path) -> Iterator[None]:
         if _is_network_error(exc):
             raise _network_error(constants.ENDPOINT) from None
         raise
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _network_error(endpoint: str) -> UserError:
@@ -203,16 +238,23 @@ def main(
     dtype: Optional[str] = None,
     force: bool = False,
     verify: bool = False,
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+    retries: int = DEFAULT_RETRIES,
 ) -> Optional[Path]:
     """Download a model from the Hugging Face Hub and convert it into a checkpoint.
 
-    The checkpoint lands in <checkpoint_root_dir>/<org>/<name> and is marked complete only when
-    everything is in place. Run it again after an interruption: files already fetched are kept.
+    The checkpoint lands in <checkpoint_root_dir>/<org>/<name> (<name>@<revision> for a
+    --revision other than main) and is marked complete only when every file matches the size and
+    SHA-256 the Hub publishes and the conversion is done. Run it again after an interruption:
+    files already fetched are kept. A transfer that sends nothing for --stall_timeout seconds is
+    retried --retries times with back-off. Exit status: 3 the Hub refused access (401/403), 4 no
+    such repo/revision (404), 5 stalled, 6 a file's SHA-256 or size differs, 1 anything else.
     `litgpt download list` prints the models with built-in configs; any model of a supported
     family can be downloaded.
 
     Args:
-        repo_id: Hugging Face repo id, e.g. HuggingFaceTB/SmolLM2-135M-Instruct (or `list`).
+        repo_id: Hugging Face repo id, e.g. HuggingFaceTB/SmolLM2-135M-Instruct (or `list`);
+            `<org>/<name>@<revision>` is the same as --revision.
         checkpoint_root_dir: Folder the checkpoint goes under.
         access_token: Hugging Face token for gated or private models (default: $HF_TOKEN).
         revision: Branch, tag or commit of the repo (default: main).
@@ -220,48 +262,106 @@ def main(
         force: Download and convert again even if a complete checkpoint exists.
         verify: For a complete checkpoint, re-hash its weight files against the sha256 recorded at
             download (reads the whole model: takes a while for big ones) before printing its digest.
+        stall_timeout: Seconds without a byte from the Hub before a transfer counts as stalled.
+        retries: How many times a stalled transfer is retried (waiting 2, 4, 8, ... s) before the
+            download fails.
     """
-    from litgpt_runtime.checkpoint import is_complete
-
     if repo_id == "list":
         from litgpt_runtime.config import known_repo_ids
 
         print("\n".join(known_repo_ids()))
         return None
+    try:
+        return _download(repo_id, Path(checkpoint_root_dir), access_token, revision, dtype, force, verify,
+                         stall_timeout, retries)
+    except UserError as exc:  # the operator reads why a download Job failed from its termination log
+        write_termination_message(f"{exc.reason}: {exc}")
+        raise
+
+
+def _download(repo_id: str, root: Path, access_token: Optional[str], revision: Optional[str], dtype: Optional[str],
+              force: bool, verify: bool, stall_timeout: float, retries: int) -> Path:
+    from litgpt_runtime.checkpoint import checkpoint_dir_for, is_complete, split_revision
+
+    repo_id, in_name = split_revision(repo_id)
+    if in_name and revision and in_name != revision:
+        raise UserError(f"Two revisions asked for: @{in_name} in the repo id and --revision {revision}; give one.")
+    revision = revision or in_name
     check_repo_id(repo_id)
     _dtype_name(dtype)  # a typo in --dtype should fail before the download, not after
-    root = Path(checkpoint_root_dir)
-    final = root / repo_id
-    if not force and is_complete(final):
-        _say(f"{repo_id} is already complete in {final}; nothing to do.")
-        if verify:
-            from litgpt_runtime.checkpoint import verify as verify_files
-
-            _say(f"Verifying the sha256 of every weight file in {final} ...")
-            verify_files(final)  # UserError naming a corrupted file
-            _say("All weight files match their recorded sha256.")
-        report_digest(final)
-        return final
+    if stall_timeout <= 0 or retries < 0:
+        raise UserError("--stall_timeout must be positive and --retries zero or more.")
+    final = checkpoint_dir_for(repo_id, root, revision)
+    wanted_revision = revision or "main"
+    if not force and is_complete(final, wanted_revision):
+        return _already_complete(repo_id, final, verify)
     if is_offline():
         raise UserError(
             f"HF_HUB_OFFLINE=1 is set, so {repo_id} cannot be downloaded. Unset HF_HUB_OFFLINE (or set it "
             "to 0) and run again with network access."
         )
-    token = access_token or None  # None lets huggingface_hub use HF_TOKEN / the stored login
-    token_given = bool(token or os.environ.get("HF_TOKEN"))
-    hf_dir = root / DOWNLOADS_DIR / repo_id
-    with hub_errors(repo_id, token_given, root):
-        commit = fetch_hf_files(repo_id, hf_dir, token, revision, root)
-    _say(f"Converting {repo_id} into {final} ...")
-    convert_and_publish(repo_id, commit, hf_dir, final, dtype, root)
-    _remove_download(root, repo_id)
+    with download_lock(final):
+        if not force and is_complete(final, wanted_revision):  # another process finished it meanwhile
+            return _already_complete(repo_id, final, verify)
+        token = access_token or None  # None lets huggingface_hub use HF_TOKEN / the stored login
+        token_given = bool(token or os.environ.get("HF_TOKEN"))
+        hf_dir = root / DOWNLOADS_DIR / final.relative_to(root)
+        with hub_errors(repo_id, token_given, root, retries), stall_guard(stall_timeout, retries):
+            commit = fetch_hf_files(repo_id, hf_dir, token, revision, root)
+        _say(f"Converting {repo_id} into {final} ...")
+        convert_and_publish(repo_id, commit, hf_dir, final, dtype, root, requested_revision=revision)
+        _remove_download(root, hf_dir)
     _say(f"Done: {final}")
     report_digest(final)
     return final
 
 
+def _already_complete(repo_id: str, final: Path, verify: bool) -> Path:
+    _say(f"{repo_id} is already complete in {final}; nothing to do.")
+    if verify:
+        from litgpt_runtime.checkpoint import verify as verify_files
+
+        _say(f"Verifying the sha256 of every weight file in {final} ...")
+        verify_files(final)  # UserError naming a corrupted file
+        _say("All weight files match their recorded sha256.")
+    report_digest(final)
+    return final
+
+
+@contextmanager
+def download_lock(final: Path) -> Iterator[None]:
+    """One download per checkpoint folder at a time, across processes (and pods sharing a volume:
+    POSIX record locks work over NFS). The second waits, then finds the checkpoint complete."""
+    import fcntl
+
+    final.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = final.parent / f".{final.name}.lock"  # kept: removing it would race a waiting process
+    with open(lock_path, "a+") as handle:
+        try:
+            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            _say(f"Another download into {final} is in progress; waiting for it to finish ...")
+            fcntl.lockf(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.lockf(handle, fcntl.LOCK_UN)
+
+
 TERMINATION_LOG_ENV = "LITGPT_TERMINATION_LOG"
 DEFAULT_TERMINATION_LOG = Path("/dev/termination-log")
+
+
+def write_termination_message(text: str) -> None:
+    """Leave `text` in the container's termination log (pod status `terminated.message`), where
+    the operator reads it; nothing outside a container (or without $LITGPT_TERMINATION_LOG)."""
+    target = os.environ.get(TERMINATION_LOG_ENV) or (
+        str(DEFAULT_TERMINATION_LOG) if DEFAULT_TERMINATION_LOG.exists() and os.access(DEFAULT_TERMINATION_LOG, os.W_OK) else "")
+    if target:
+        try:
+            Path(target).write_text(text.rstrip("\n") + "\n")
+        except OSError as exc:  # a bonus: never fail (or mask a failure) over it
+            _say(f"Could not write to {target}: {exc.strerror}")
 
 
 def report_digest(checkpoint_dir: Path) -> str:
@@ -271,21 +371,15 @@ def report_digest(checkpoint_dir: Path) -> str:
 
     digest = checkpoint_digest(checkpoint_dir)
     print(f"weights digest: {digest}", flush=True)
-    target = os.environ.get(TERMINATION_LOG_ENV) or (
-        str(DEFAULT_TERMINATION_LOG) if DEFAULT_TERMINATION_LOG.exists() and os.access(DEFAULT_TERMINATION_LOG, os.W_OK) else "")
-    if target:
-        try:
-            Path(target).write_text(f"weights digest: {digest}\n")
-        except OSError as exc:  # the digest is a bonus: never fail a finished download over it
-            _say(f"Could not write the digest to {target}: {exc.strerror}")
+    write_termination_message(f"weights digest: {digest}")
     return digest
 
 
-def _remove_download(root: Path, repo_id: str) -> None:
+def _remove_download(root: Path, hf_dir: Path) -> None:
     """Delete the raw Hub files (the checkpoint has what it needs) and the folders left empty."""
     downloads = root / DOWNLOADS_DIR
-    shutil.rmtree(downloads / repo_id, ignore_errors=True)
-    for folder in (downloads / repo_id.split("/")[0], downloads):
+    shutil.rmtree(hf_dir, ignore_errors=True)
+    for folder in (hf_dir.parent, downloads):
         try:
             folder.rmdir()
         except OSError:
@@ -293,19 +387,33 @@ def _remove_download(root: Path, repo_id: str) -> None:
 
 
 def fetch_hf_files(repo_id: str, hf_dir: Path, token: Optional[str], revision: Optional[str], root: Path) -> str:
-    """Fetch config, tokenizer and weights into `hf_dir`; returns the commit sha fetched."""
-    from huggingface_hub import HfApi, hf_hub_download, snapshot_download
+    """Fetch config, tokenizer and weights into `hf_dir`, each checked against the size and hash
+    the Hub lists for it; returns the commit sha fetched."""
+    from huggingface_hub import HfApi, hf_hub_download
 
     from litgpt_runtime.config import Config
 
     api = HfApi(token=token)
-    info = api.model_info(repo_id, revision=revision, files_metadata=True)  # with file sizes
+    info = with_retries(lambda: api.model_info(repo_id, revision=revision, files_metadata=True))
     commit = info.sha or revision or "main"
-    repo_files = [s.rfilename for s in (info.siblings or [])]
+    published = {s.rfilename: s for s in info.siblings or []}
+    repo_files = list(published)
     hf_dir.mkdir(parents=True, exist_ok=True)
 
     def fetch(name: str) -> Path:
-        return Path(hf_hub_download(repo_id, name, revision=commit, local_dir=hf_dir, token=token))
+        try:
+            # (huggingface_hub resumes a stalled file itself; with_retries restarts one it gave up on)
+            path = with_retries(lambda: Path(hf_hub_download(repo_id, name, revision=commit, local_dir=hf_dir,
+                                                             token=token)))
+        except OSError as exc:
+            # huggingface_hub's check that the body had the announced length (a short file)
+            if "Consistency check failed" not in str(exc):
+                raise
+            _forget_file(hf_dir, name)
+            raise IntegrityError(f"{name} arrived incomplete: {_first_line(exc)}. Nothing was marked complete; "
+                                 "run the same command again to fetch it again.") from None
+        check_published_hash(path, published.get(name), hf_dir)
+        return path
 
     if "config.json" not in repo_files:
         raise UserError(f"{repo_id} has no config.json, so it is not a transformers model litgpt can load.")
@@ -322,7 +430,7 @@ def fetch_hf_files(repo_id: str, hf_dir: Path, token: Optional[str], revision: O
     if "tokenizer.json" not in wanted and "tokenizer.model" not in wanted:
         raise UserError(f"{repo_id} publishes no tokenizer.json or tokenizer.model; litgpt cannot tokenize for it.")
 
-    sizes = {s.rfilename: int(s.size or 0) for s in info.siblings or [] if s.rfilename in wanted}
+    sizes = {name: int(published[name].size or 0) for name in wanted if name in published}
     weight_bytes = sum(sizes.get(f, 0) for f in weights)
     missing_bytes = sum(size for f, size in sizes.items() if not (hf_dir / f).is_file())
     needed = missing_bytes + weight_bytes  # the download, plus the converted copy of the weights
@@ -331,18 +439,78 @@ def fetch_hf_files(repo_id: str, hf_dir: Path, token: Optional[str], revision: O
         raise UserError(_disk_full_message(root, needed))
     _say(f"Downloading {repo_id} ({commit[:12]}): {len(wanted)} files, {_human(sum(sizes.values()))} "
          f"into {hf_dir}")
-    snapshot_download(repo_id, revision=commit, local_dir=hf_dir, allow_patterns=wanted, token=token,
-                      max_workers=4)
-    # snapshot_download falls back to whatever is on disk when the Hub becomes unreachable midway;
-    # never convert a partial set of files.
-    absent = [f for f in wanted if not (hf_dir / f).is_file()]
-    if absent:
-        raise UserError(f"The download of {repo_id} is incomplete ({', '.join(absent[:3])} missing). "
-                        "Run the same command again to resume.")
+    fetch_all(fetch, [f for f in wanted if f not in weights], max_workers=1)
+    fetch_all(fetch, weights, max_workers=4)
     return commit
 
 
-def convert_and_publish(repo_id: str, commit: str, hf_dir: Path, final: Path, dtype: Optional[str], root: Path) -> None:
+def fetch_all(fetch: Callable[[str], Path], names: list[str], max_workers: int) -> None:
+    """`fetch` each name, a few at a time; the first failure is raised once the others stop."""
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
+    with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="hub-fetch") as pool:
+        futures = [pool.submit(fetch, name) for name in names]
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        for future in futures:
+            future.cancel()  # not started yet: not worth starting after a failure
+        for future in futures:
+            if future.done() and not future.cancelled() and future.exception() is not None:
+                raise future.exception()
+
+
+def check_published_hash(path: Path, sibling, hf_dir: Path) -> None:
+    """The file must have the size and hash the Hub lists: the SHA-256 of LFS files, the git blob
+    SHA-1 of the others. A mismatch deletes the file (so the next run fetches it again) and
+    raises IntegrityError naming it."""
+    from litgpt_runtime.checkpoint import sha256_file
+
+    if sibling is None:
+        return
+    name = path.relative_to(hf_dir).as_posix()
+    lfs = getattr(sibling, "lfs", None)
+    expected_sha256 = (lfs.get("sha256") if isinstance(lfs, dict) else getattr(lfs, "sha256", None)) if lfs else None
+    expected_size = sibling.size
+    size = path.stat().st_size
+    problem = None
+    if expected_size is not None and size != int(expected_size):
+        problem = f"it has {size:,} bytes, not the {int(expected_size):,} the Hub lists"
+    elif expected_sha256:
+        actual = sha256_file(path)
+        if actual != expected_sha256:
+            problem = f"its SHA-256 is {actual}, not the {expected_sha256} the Hub publishes"
+    elif sibling.blob_id:
+        actual = _git_blob_sha1(path)
+        if actual != sibling.blob_id:
+            problem = f"its git blob id is {actual}, not the {sibling.blob_id} the Hub lists"
+    if problem:
+        _forget_file(hf_dir, name)
+        raise IntegrityError(f"{name} arrived corrupted: {problem}. Nothing was marked complete and the file was "
+                             "deleted; run the same command again to fetch it again (if it keeps failing, a proxy "
+                             "or mirror between you and the Hub is altering it).")
+
+
+def _git_blob_sha1(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _forget_file(hf_dir: Path, name: str) -> None:
+    """Remove a bad file and what huggingface_hub keeps about it (its metadata and any partial
+    transfer), so that the next run fetches it from the start instead of trusting it."""
+    (hf_dir / name).unlink(missing_ok=True)
+    meta = hf_dir / ".cache" / "huggingface" / "download" / name
+    Path(str(meta) + ".metadata").unlink(missing_ok=True)
+    for partial in meta.parent.glob("*.incomplete"):
+        partial.unlink(missing_ok=True)
+
+
+def convert_and_publish(repo_id: str, commit: str, hf_dir: Path, final: Path, dtype: Optional[str], root: Path,
+                        requested_revision: Optional[str] = None) -> None:
     """Convert into a staging folder, mark it complete, then rename it into place."""
     from litgpt_runtime.checkpoint import mark_complete
     from litgpt_runtime.convert.hf_to_litgpt import convert_hf_checkpoint
@@ -356,7 +524,7 @@ def convert_and_publish(repo_id: str, commit: str, hf_dir: Path, final: Path, dt
         for name in SIDE_FILES:  # the checkpoint keeps the tokenizer and the original config
             if (hf_dir / name).is_file() and not (staging / name).exists():
                 shutil.copy2(hf_dir / name, staging / name)
-        mark_complete(staging, repo_id=repo_id, revision=commit)
+        mark_complete(staging, repo_id=repo_id, revision=commit, requested_revision=requested_revision)
         if final.exists():
             shutil.rmtree(final)  # an incomplete leftover (or --force)
         os.replace(staging, final)
@@ -396,8 +564,9 @@ class _ConvertProgress:
 # --- used by chat, generate, finetune, serve -------------------------------------------------
 def ensure_checkpoint(repo_id: str, checkpoint_root_dir: str | Path = "checkpoints",
                       access_token: Optional[str] = None) -> Path:
-    """The checkpoint folder for `repo_id` (or a checkpoint path), downloading it on first use."""
-    from litgpt_runtime.checkpoint import is_complete, resolve_checkpoint_dir
+    """The checkpoint folder for `repo_id` (`org/name`, `org/name@revision`, a short name or a
+    checkpoint path), downloading it on first use."""
+    from litgpt_runtime.checkpoint import checkpoint_dir_for, is_complete, resolve_checkpoint_dir, split_revision
 
     root = Path(checkpoint_root_dir)
     as_path = Path(repo_id)
@@ -408,13 +577,15 @@ def ensure_checkpoint(repo_id: str, checkpoint_root_dir: str | Path = "checkpoin
 
         preset = find_preset(repo_id)
         repo_id = preset["hf_repo_id"] if preset else repo_id
-    final = root / repo_id
-    if is_complete(final):
+    name, revision = split_revision(repo_id)
+    # (only downloads of the default branch live in <root>/<org>/<name>: no revision check there)
+    final = checkpoint_dir_for(name, root, revision) if revision else root / name
+    if is_complete(final, revision):
         return resolve_checkpoint_dir(repo_id, root)
-    if repo_id.startswith(("/", ".", "~")) or repo_id.count("/") != 1:
+    if name.startswith(("/", ".", "~")) or name.count("/") != 1:
         raise UserError(f"{repo_id!r} is neither an existing checkpoint folder nor a Hugging Face repo id "
                         "(<org>/<name>, e.g. HuggingFaceTB/SmolLM2-135M-Instruct).")
-    check_repo_id(repo_id)
+    check_repo_id(name)
     if is_offline():
         raise UserError(
             f"{repo_id} is not downloaded yet (no complete checkpoint in {final}) and HF_HUB_OFFLINE=1 "

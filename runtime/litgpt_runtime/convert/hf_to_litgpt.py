@@ -52,6 +52,10 @@ class HFWeights:
         index = self.hf_dir / index_name
         if index.is_file():
             names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            for name in names:  # names from a downloaded file become paths: stay inside the folder
+                if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+                    raise UserError(f"{index_name} in {str(self.hf_dir)!r} names the shard {name!r}, which is not a "
+                                    "plain file name in that folder; refusing to read it.")
             return [self.hf_dir / n for n in names]
         # Mistral repos also ship `consolidated.safetensors` (their own format): not ours to read.
         return sorted(p for p in self.hf_dir.glob(pattern) if not p.name.startswith(("consolidated", "training_args")))
