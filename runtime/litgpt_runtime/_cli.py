@@ -24,10 +24,6 @@ EXIT_USER_ERROR = 1
 EXIT_USAGE = 2
 
 
-class NotImplementedYet(Exception):
-    """The action is in the table but its module has not landed yet."""
-
-
 def top_level_help(actions: Actions) -> str:
     width = max(len(name) for name in actions)
     lines = [
@@ -53,27 +49,20 @@ def _fail(message: str, code: int) -> NoReturn:
 
 
 def load_entry_point(action: str, target: str) -> Callable:
-    """Import `module:function`; a module that does not exist yet means "not implemented yet"."""
+    """Import `module:function` (only now: `litgpt --help` must not pay for torch)."""
     module_name, function_name = target.split(":")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        # Only a missing *litgpt* module on the path to the target counts as "not implemented";
-        # a missing third-party package is a real installation problem and is reported as such.
-        parents = {".".join(module_name.split(".")[: i + 1]) for i in range(module_name.count(".") + 1)}
-        if exc.name in parents:
-            raise NotImplementedYet(action) from None
-        if exc.name:
+        # A missing third-party package is an installation problem: say which one and how to get it.
+        if exc.name and exc.name.split(".")[0] != "litgpt_runtime":
             _fail(
                 f"`litgpt {action}` needs the Python package '{exc.name}', which is not installed. "
                 "Install the runtime extras: pip install -e '.[runtime]'",
                 EXIT_USER_ERROR,
             )
         raise
-    function = getattr(module, function_name, None)
-    if function is None:
-        raise NotImplementedYet(action)
-    return function
+    return getattr(module, function_name)
 
 
 def _description(function: Callable) -> str:
@@ -150,8 +139,6 @@ def run(actions: Actions, argv: list[str] | None = None) -> None:
     try:
         function = load_entry_point(action, actions[action][0])
         call_action(action, function, rest)
-    except NotImplementedYet:
-        _fail(f"`litgpt {action}` is not implemented yet.", EXIT_USER_ERROR)
     except UserError as exc:
         _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:

@@ -283,7 +283,7 @@ def _say_verifying(checkpoint_dir: str | Path) -> None:
 # --- load and save ------------------------------------------------------------------------------
 def load_state_dict(path: str | Path) -> dict[str, "torch.Tensor"]:
     """Memory-mapped tensors of a safetensors file (read on use)."""
-    from litgpt_runtime.convert.safetensors_io import load_mmap
+    from litgpt_runtime.safetensors_io import load_mmap
 
     return load_mmap(path)
 
@@ -334,7 +334,7 @@ def save_checkpoint(
     The folder is marked complete only when `meta` is given ({"repo_id": ..., "revision": ...,
     anything else}); otherwise the caller adds its own files and calls `mark_complete` last.
     """
-    from litgpt_runtime.convert.safetensors_io import save_state_dict
+    from litgpt_runtime.safetensors_io import save_state_dict
 
     checkpoint_dir = Path(checkpoint_dir)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ through YAML unchanged. Derived fields are filled in `__post_init__`.
 
 Known sizes (`PRESETS`, at the end) are data keyed by Hugging Face repo id; `Config.from_name`
 accepts the repo id or its short name (`pythia-160m`). Any `config.json` of a supported family
-loads with `Config.from_hf_config` (see `litgpt_runtime.convert.hf_config`).
+loads with `Config.from_hf_config` (see `litgpt_runtime.hf_config`).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 from litgpt_runtime.errors import UserError
+from litgpt_runtime.hf_config import config_from_hf
 
 CONFIG_FILE = "model_config.yaml"
 
@@ -173,8 +174,6 @@ class Config:
     @classmethod
     def from_hf_config(cls, hf_config: dict[str, Any], repo_id: str = "") -> "Config":
         """Any Hugging Face `config.json` of a supported family."""
-        from litgpt_runtime.convert.hf_config import config_from_hf
-
         return config_from_hf(cls, hf_config, repo_id=repo_id)
 
     def to_dict(self) -> dict[str, Any]:

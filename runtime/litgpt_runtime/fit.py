@@ -32,11 +32,11 @@ from typing import Literal, Optional
 
 from litgpt_runtime.config import Config, find_preset
 from litgpt_runtime.errors import UserError
+from litgpt_runtime.precision import training_precision
 
 Method = Literal["full", "lora", "adapter", "adapter_v2"]
 Strategy = Literal["auto", "ddp", "fsdp"]
 METHODS = ("full", "lora", "adapter", "adapter_v2")
-PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true")
 GIB = 1024**3
 DEFAULT_SEQ_LENGTH = 2048
 """Sequence length assumed when none is given: the longest sample decides, but few exceed this."""
@@ -76,12 +76,9 @@ class TrainingSetup:
     adapter_start_layer: int = 2
 
     def __post_init__(self) -> None:
-        precision = "32-true" if self.precision == "32" else self.precision
-        object.__setattr__(self, "precision", precision)
+        object.__setattr__(self, "precision", training_precision(self.precision, allow_test=False))
         if self.method not in METHODS:
             raise UserError(f"Unknown method {self.method!r}; choose one of {', '.join(METHODS)}.")
-        if precision not in PRECISIONS:
-            raise UserError(f"Unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}.")
         for name in ("micro_batch_size", "max_seq_length", "devices", "num_nodes"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name} must be at least 1 (got {getattr(self, name)}).")

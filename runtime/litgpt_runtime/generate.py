@@ -122,10 +122,6 @@ def pick_device(device: str) -> "torch.device":
     return torch.device(device)
 
 
-_PRECISIONS = {"32-true": "float32", "16-true": "float16", "bf16-true": "bfloat16",
-               "32": "float32", "16": "float16", "bf16": "bfloat16"}
-
-
 def pick_dtype(precision: Optional[str], device: "torch.device") -> "torch.dtype":
     """LitGPT's precision names; by default bf16 on GPUs that support it, fp32 elsewhere."""
     import torch
@@ -134,10 +130,9 @@ def pick_dtype(precision: Optional[str], device: "torch.device") -> "torch.dtype
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float32
-    name = _PRECISIONS.get(precision)
-    if name is None:
-        raise UserError(f"Unknown precision {precision!r}; choose one of 32-true, bf16-true, 16-true.")
-    return getattr(torch, name)
+    from litgpt_runtime.precision import inference_dtype_name
+
+    return getattr(torch, inference_dtype_name(precision))
 
 
 def load_for_inference(repo_id: str, checkpoint_root_dir: Path, device: str, precision: Optional[str],

@@ -19,8 +19,8 @@ def main(checkpoint_dir: Path) -> None:
 
     from litgpt_runtime.checkpoint import WEIGHTS_FILE, is_complete, load_state_dict, mark_complete
     from litgpt_runtime.config import Config
-    from litgpt_runtime.convert.safetensors_io import save_state_dict
-    from litgpt_runtime.finetune.common import HPARAMS_FILE
+    from litgpt_runtime.safetensors_io import save_state_dict
+    from litgpt_runtime.train.outputs import HPARAMS_FILE
     from litgpt_runtime.finetune.lora import LORA_FILE, merge_state_dict
     from litgpt_runtime.peft.lora import Config as LoRAConfig
 

@@ -26,15 +26,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Optional, Union
 
 from litgpt_runtime.errors import UserError
-from litgpt_runtime.train.args import EvalArgs, TrainArgs
+from litgpt_runtime.train.args import EvalArgs, Resume, TrainArgs
 from litgpt_runtime.train.text_data import PretrainData, TextFiles, TokenShards  # noqa: F401  (--data choices)
 
 if TYPE_CHECKING:
     import torch
 
     from litgpt_runtime.config import Config
-
-Resume = Union[bool, Literal["auto"], Path]
 
 # Dense bf16/fp16 tensor-core peaks (FLOP/s) for the MFU estimate, by substring of the GPU name.
 PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10G": 125e12,
@@ -93,7 +91,8 @@ def setup(
         resume: Continue from a checkpoint in out_dir: auto (if there is one), true, false, or a step folder.
         compile: Compile the model with torch.compile (slower start, faster steps).
     """
-    from litgpt_runtime.train.launch import check_precision, make_fabric
+    from litgpt_runtime.train.launch import check_precision, make_fabric, parse_devices
+    from litgpt_runtime.train.outputs import hyperparameters
 
     config = resolve_config(model_name, model_config, initial_checkpoint_dir)
     initial_checkpoint_dir = _check_initial(initial_checkpoint_dir)
@@ -108,17 +107,13 @@ def setup(
                         "(or --data TokenShards --data.path <shard folder>).")
     out_dir = Path(out_dir) if out_dir is not None else Path("out/pretrain") / (config.name or "model")
     precision = check_precision(precision)
-    if isinstance(devices, str) and devices != "auto":
-        try:
-            devices = int(devices)
-        except ValueError:
-            raise UserError(f"--devices must be a number or 'auto' (got {devices!r}).") from None
+    devices = parse_devices(devices)
     adopt_cluster_env(devices)
     from litgpt_runtime.model import GPT
 
     fabric = make_fabric(devices=devices, num_nodes=num_nodes, precision=precision, strategy=strategy,
                          out_dir=out_dir, wrap_class=GPT.block_class)
-    hparams = _hparams(dict(model_name=model_name, model_config=model_config,
+    hparams = hyperparameters(dict(model_name=model_name, model_config=model_config,
                             initial_checkpoint_dir=initial_checkpoint_dir, tokenizer_dir=tokenizer_dir, data=data,
                             out_dir=out_dir, precision=precision, devices=devices, num_nodes=num_nodes,
                             strategy=strategy, train=train, eval=eval, seed=seed, compile=compile))
@@ -181,15 +176,6 @@ def adopt_cluster_env(devices: Union[int, str]) -> None:
         env["NODE_RANK"] = str(int(env["RANK"]) // max(per_node, 1))
     elif "JOB_COMPLETION_INDEX" in env and "WORLD_SIZE" in env:
         env["NODE_RANK"] = env["JOB_COMPLETION_INDEX"]
-
-
-def _hparams(values: dict[str, Any]) -> dict[str, Any]:
-    from litgpt_runtime.finetune.common import hyperparameters
-
-    plain = hyperparameters(values)
-    if values.get("data") is not None:
-        plain["data"] = {"class": type(values["data"]).__name__, **plain["data"]}
-    return plain
 
 
 # --- the work --------------------------------------------------------------------------------
@@ -265,10 +251,12 @@ def peak_flops(device: "torch.device") -> Optional[float]:
 def main(fabric: Any, config: "Config", initial_checkpoint_dir: Optional[Path], tokenizer_dir: Path,
          data: PretrainData, out_dir: Path, train: TrainArgs, eval: EvalArgs, seed: int, resume: Resume,
          hparams: dict[str, Any], compile: bool = False) -> None:
-    from litgpt_runtime.finetune.common import _training_dtype, full_state_dict, make_optimizer, write_hparams
     from litgpt_runtime.tokenizer import Tokenizer
     from litgpt_runtime.train.batches import IndexedBatches
+    from litgpt_runtime.train.launch import training_dtype
     from litgpt_runtime.train.loop import fit, resume_checkpoint
+    from litgpt_runtime.train.optimizer import make_optimizer
+    from litgpt_runtime.train.outputs import full_state_dict, write_hparams
     from litgpt_runtime.train.text_data import TokenChunks, split_every, stack_collate
 
     tokenizer = Tokenizer(tokenizer_dir)
@@ -293,7 +281,7 @@ def main(fabric: Any, config: "Config", initial_checkpoint_dir: Optional[Path], 
                         f"than {fabric.world_size} process(es) x --train.micro_batch_size {train.micro_batch_size}; "
                         "add text or lower --train.max_seq_length.")
 
-    model = build_model(config, initial_checkpoint_dir, seed, _training_dtype(hparams["precision"]))
+    model = build_model(config, initial_checkpoint_dir, seed, training_dtype(hparams["precision"]))
     model.max_seq_length = block
     n_params = sum(p.numel() for p in model.parameters())
     origin = f"weights of {initial_checkpoint_dir}" if initial_checkpoint_dir else "random initialisation"
@@ -343,7 +331,7 @@ def save_final(final_dir: Path, state_dict: dict, config: "Config", tokenizer_di
                initial_checkpoint_dir: Optional[Path], hparams: dict[str, Any], state: Any) -> None:
     """`final/`: weights, config, tokenizer, hyperparameters; the completeness marker last."""
     from litgpt_runtime.checkpoint import mark_complete, save_checkpoint
-    from litgpt_runtime.finetune.common import write_hparams
+    from litgpt_runtime.train.outputs import write_hparams
 
     shutil.rmtree(final_dir, ignore_errors=True)
     weights = {k.replace("_orig_mod.", ""): v for k, v in state_dict.items()}  # torch.compile's prefix

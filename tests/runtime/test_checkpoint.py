@@ -79,7 +79,7 @@ def test_marker_lists_sha256_and_is_written_atomically(tmp_path, monkeypatch):
 
 def test_rewriting_a_folder_withdraws_the_marker_first(tmp_path, monkeypatch):
     model, folder = saved(tmp_path)
-    import litgpt_runtime.convert.safetensors_io as io
+    import litgpt_runtime.safetensors_io as io
 
     def crash(*args, **kwargs):
         raise OSError("killed mid-write")
@@ -143,7 +143,7 @@ def _kernel_has_pageout() -> bool:
 def test_page_out_drops_read_weights_from_resident_memory_and_keeps_modified_ones(tmp_path):
     """Writing a finetuned model reads every base weight; page_out keeps those reads from adding
     to the process's resident memory, and never loses a weight that was changed in memory."""
-    from litgpt_runtime.convert.safetensors_io import load_mmap, page_out, save_state_dict
+    from litgpt_runtime.safetensors_io import load_mmap, page_out, save_state_dict
 
     path = tmp_path / "big.safetensors"
     save_state_dict(path, {"a": torch.randn(2048, 1024), "b": torch.randn(1024, 1024)})  # 8 + 4 MiB

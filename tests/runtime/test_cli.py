@@ -68,7 +68,7 @@ def test_removed_flags_exit_2_with_the_new_form_of_the_same_command(litgpt, argv
     assert result.stdout == ""
 
 
-def test_removed_flag_is_caught_even_for_actions_not_implemented_yet(litgpt):
+def test_removed_flag_is_caught_before_the_action_module_loads(litgpt):
     result = litgpt("serve", "--checkpoint_dir", "checkpoints/a/b")
     assert result.returncode == 2 and "litgpt serve a/b" in result.stderr
 
@@ -108,14 +108,24 @@ def test_missing_checkpoint_offline_is_a_clear_stop(litgpt, tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_action_whose_module_is_missing_says_not_implemented(litgpt, monkeypatch, capsys):
-    from litgpt_runtime._cli import run
+@pytest.mark.parametrize("action", list(ACTIONS))
+def test_every_action_in_the_table_loads_its_entry_point(action):
+    from litgpt_runtime._cli import load_entry_point
 
-    table = {"future": ("litgpt_runtime.no_such_module_yet:main", "Something later")}
-    with pytest.raises(SystemExit) as exit_info:
-        run(table, ["future", "org/model"])
+    assert callable(load_entry_point(action, ACTIONS[action][0]))
+
+
+def test_a_missing_third_party_package_names_it_and_the_install_command(capsys, monkeypatch):
+    import sys as _sys
+
+    from litgpt_runtime._cli import load_entry_point
+
+    monkeypatch.setitem(_sys.modules, "litserve", None)  # as if it were not installed
+    monkeypatch.delitem(_sys.modules, "litgpt_runtime.serve.bridge", raising=False)
+    with pytest.raises(SystemExit) as exit_info:  # bridge imports litserve at module level
+        load_entry_point("serve", "litgpt_runtime.serve.bridge:LitGPTServer")
     assert exit_info.value.code == 1
-    assert "not implemented yet" in capsys.readouterr().err
+    assert "'litserve'" in capsys.readouterr().err
 
 
 def test_config_file_and_print_config(litgpt, tmp_path):

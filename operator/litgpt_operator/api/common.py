@@ -12,6 +12,8 @@ from typing import Any, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from litgpt_runtime.precision import INFERENCE_DTYPES, TRAINING_PRECISIONS
+
 GROUP = "litgpt.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -24,8 +26,9 @@ REPO_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$"
 # so "a segment other than .." is spelled out: starts with a non-dot, or is `.`, or `.x...`, or `..x...`).
 _SEGMENT = r"(?:[^/.][^/]*|\.|\.[^/.][^/]*|\.\.[^/]+)"
 RELATIVE_PATH_PATTERN = rf"^{_SEGMENT}(?:/{_SEGMENT})*$"
-# Precision values Lightning Fabric accepts.
-Precision = Literal["32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true"]
+# Precision names as the runtime's `--precision` takes them (one list: litgpt_runtime.precision).
+Precision = Literal[TRAINING_PRECISIONS]  # type: ignore[valid-type]
+InferencePrecision = Literal[tuple(INFERENCE_DTYPES)]  # type: ignore[valid-type]
 
 # A Kubernetes quantity ("500m", "4Gi", 2): int-or-string in the schema.
 Quantity = Union[int, str]

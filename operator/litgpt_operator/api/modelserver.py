@@ -10,7 +10,7 @@ from litgpt_operator.api.common import (
     ApiModel,
     LocalObjectReference,
     PodPlacement,
-    Precision,
+    InferencePrecision,
     StatusBase,
     cel,
     gpus_field,
@@ -57,7 +57,9 @@ class ModelServerSpec(PodPlacement):
     replicas: int = Field(1, description="Server pods (ignored while autoscaling is set).", ge=0, le=1000)
     port: int = Field(8000, description="HTTP port of the server and of its Service.", ge=1, le=65535)
     gpus: int = gpus_field("GPUs per replica (`nvidia.com/gpu` limit); 0 serves on CPU.")
-    precision: Optional[Precision] = Field(None, description="Numeric precision of inference.")
+    precision: Optional[InferencePrecision] = Field(
+        None, description="Numeric precision of inference (the weights' dtype; the runtime picks when omitted)."
+    )
     max_new_tokens: Optional[int] = Field(None, description="Default cap on generated tokens per request.", ge=1)
     autoscaling: Optional[Autoscaling] = Field(None, description="Scale replicas with load (creates an HPA).")
 

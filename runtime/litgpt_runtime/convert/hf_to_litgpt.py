@@ -17,7 +17,7 @@ import torch
 
 from litgpt_runtime.checkpoint import WEIGHTS_FILE, copy_tokenizer_files, unmark_complete
 from litgpt_runtime.config import Config
-from litgpt_runtime.convert import safetensors_io
+from litgpt_runtime import safetensors_io
 from litgpt_runtime.convert.weight_map import hf_to_ours, normalize_hf_key
 from litgpt_runtime.errors import UserError
 

@@ -12,8 +12,8 @@ from typing import Any
 
 from litgpt_runtime.checkpoint import WEIGHTS_FILE, copy_tokenizer_files, load_state_dict
 from litgpt_runtime.config import Config
-from litgpt_runtime.convert import safetensors_io
-from litgpt_runtime.convert.hf_config import ARCHITECTURES
+from litgpt_runtime import safetensors_io
+from litgpt_runtime.hf_config import ARCHITECTURES
 from litgpt_runtime.convert.weight_map import ours_to_hf
 from litgpt_runtime.errors import UserError
 

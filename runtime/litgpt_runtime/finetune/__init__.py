@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Literal, Optional, Union
 
 from litgpt_runtime.errors import UserError
-from litgpt_runtime.finetune.common import Quantize, Resume
-from litgpt_runtime.train.args import EvalArgs, TrainArgs
+from litgpt_runtime.finetune.common import Quantize
+from litgpt_runtime.train.args import EvalArgs, Resume, TrainArgs
 from litgpt_runtime.train.data import JSON, FinetuneData
 
 METHOD_OPTIONS: dict[str, tuple[str, ...]] = {

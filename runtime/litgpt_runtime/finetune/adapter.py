@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Optional, Union
 
-from litgpt_runtime.finetune.common import Method, OutputContext, Resume, check_common, hyperparameters, run, save_complete
-from litgpt_runtime.train.args import EvalArgs, TrainArgs
+from litgpt_runtime.finetune.common import Method, OutputContext, check_common, run, save_complete
+from litgpt_runtime.train.outputs import hyperparameters
+from litgpt_runtime.train.args import EvalArgs, Resume, TrainArgs
 from litgpt_runtime.train.data import JSON, FinetuneData
 
 

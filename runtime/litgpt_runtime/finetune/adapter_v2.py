@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal, Optional, Union
 
 from litgpt_runtime.finetune.adapter import run_adapter
-from litgpt_runtime.finetune.common import Resume
+from litgpt_runtime.train.args import Resume
 from litgpt_runtime.train.args import EvalArgs, TrainArgs
 from litgpt_runtime.train.data import JSON, FinetuneData
 

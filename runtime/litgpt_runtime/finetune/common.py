@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal, Optional, Union
 
 from litgpt_runtime.errors import UserError
-from litgpt_runtime.train.args import EvalArgs, TrainArgs
+from litgpt_runtime.train.args import EvalArgs, Resume, TrainArgs
 from litgpt_runtime.train.data import FinetuneData
 
 if TYPE_CHECKING:
@@ -23,9 +23,7 @@ if TYPE_CHECKING:
 
     from litgpt_runtime.config import Config
 
-Resume = Union[bool, Literal["auto"], Path]
 Quantize = Optional[Literal["bnb.nf4", "bnb.nf4-dq", "bnb.fp4", "bnb.fp4-dq", "bnb.int8"]]
-HPARAMS_FILE = "hyperparameters.yaml"
 
 
 @dataclass
@@ -83,31 +81,6 @@ def check_quantize(quantize: str) -> None:
     raise UserError(f"--quantize {quantize} is not supported by this build yet; drop --quantize (bf16 LoRA needs about 2 bytes per parameter).")
 
 
-def hyperparameters(local_args: dict[str, Any]) -> dict[str, Any]:
-    """The options a run was started with, as plain YAML-able data."""
-
-    def plain(value: Any) -> Any:
-        if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            out = {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-            out = {"class": type(value).__name__, **out} if isinstance(value, FinetuneData) else out
-            return out
-        if isinstance(value, Path):
-            return str(value)
-        if isinstance(value, dict):
-            return {k: plain(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [plain(v) for v in value]
-        return value
-
-    return {k: plain(v) for k, v in local_args.items()}
-
-
-def write_hparams(folder: Path, hparams: dict[str, Any]) -> None:
-    import yaml
-
-    (folder / HPARAMS_FILE).write_text(yaml.safe_dump(hparams, sort_keys=False))
-
-
 def run(
     method: Method,
     *,
@@ -128,14 +101,10 @@ def run(
 ) -> None:
     """Validate, launch, train, write `<out_dir>/final`."""
     from litgpt_runtime.download import ensure_checkpoint
-    from litgpt_runtime.train.launch import check_precision, make_fabric
+    from litgpt_runtime.train.launch import check_precision, make_fabric, parse_devices
 
     precision = check_precision(precision)
-    if isinstance(devices, str) and devices != "auto":
-        try:
-            devices = int(devices)
-        except ValueError:
-            raise UserError(f"--devices must be a number or 'auto' (got {devices!r}).") from None
+    devices = parse_devices(devices)
     base_dir = ensure_checkpoint(repo_id, checkpoint_root_dir, access_token=access_token)
     if getattr(data, "json_path", None) is not None and not Path(data.json_path).exists():
         raise UserError(f"Data file {data.json_path} does not exist.")
@@ -145,12 +114,6 @@ def run(
         out_dir=out_dir, wrap_class=method.model_class().block_class,
     )
     fabric.launch(_main, method, base_dir, out_dir, data, train, eval, seed, resume, hparams, precision)
-
-
-def _training_dtype(precision: str) -> "torch.dtype":
-    import torch
-
-    return {"bf16-true": torch.bfloat16, "16-true": torch.float16}.get(precision, torch.float32)
 
 
 def load_variant(method: Method, base_dir: Path, dtype: "torch.dtype") -> tuple[Any, "Config", "Config"]:
@@ -199,12 +162,15 @@ def _main(fabric: Any, method: Method, base_dir: Path, out_dir: Path, data: Fine
     from litgpt_runtime.tokenizer import Tokenizer
     from litgpt_runtime.train.batches import IndexedBatches
     from litgpt_runtime.train.data import pad_collate
+    from litgpt_runtime.train.launch import training_dtype
     from litgpt_runtime.train.loop import TargetOnlyLoss, fit, resume_checkpoint
+    from litgpt_runtime.train.optimizer import make_optimizer
+    from litgpt_runtime.train.outputs import full_state_dict, write_hparams
 
     fabric.seed_everything(seed)
     tokenizer = Tokenizer(base_dir)
     original_template = tokenizer.chat_template
-    model, base_config, variant_config = load_variant(method, base_dir, _training_dtype(precision))
+    model, base_config, variant_config = load_variant(method, base_dir, training_dtype(precision))
     max_seq_length = train.max_seq_length or base_config.block_size
     if max_seq_length > base_config.block_size:
         raise UserError(f"--train.max_seq_length {max_seq_length} exceeds the model's context length ({base_config.block_size}).")
@@ -242,7 +208,7 @@ def _main(fabric: Any, method: Method, base_dir: Path, out_dir: Path, data: Fine
     state_dict = full_state_dict(fabric, model, out_dir)
     if fabric.global_rank == 0:
         from litgpt_runtime.checkpoint import WEIGHTS_FILE, load_state_dict
-        from litgpt_runtime.convert.safetensors_io import page_out
+        from litgpt_runtime.safetensors_io import page_out
 
         # Writing reads each base weight once more (all of the embedding, not just the rows the
         # data used): start from a small resident set rather than adding that to the training peak.
@@ -259,40 +225,11 @@ def _main(fabric: Any, method: Method, base_dir: Path, out_dir: Path, data: Fine
     fabric.barrier()
 
 
-def make_optimizer(params: list, train: TrainArgs, device: "torch.device") -> Any:
-    import torch
-
-    kwargs = dict(lr=train.learning_rate, weight_decay=train.weight_decay, betas=(train.beta1, train.beta2))
-    try:
-        # The fused kernel updates all parameters in one pass (CPU and CUDA): fewer, larger ops.
-        return torch.optim.AdamW(params, fused=True, **kwargs)
-    except (RuntimeError, TypeError):
-        return torch.optim.AdamW(params, foreach=True, **kwargs)
-
-
-def full_state_dict(fabric: Any, model: Any, out_dir: Path) -> dict[str, "torch.Tensor"]:
-    """The whole trained state dict on rank 0 (FSDP gathers it through a temporary file)."""
-    from lightning.fabric.strategies import FSDPStrategy
-
-    if not isinstance(fabric.strategy, FSDPStrategy):
-        module = getattr(model, "module", model)
-        return {k: v.detach().cpu() for k, v in module.state_dict().items()} if fabric.global_rank == 0 else {}
-    import torch
-
-    tmp = out_dir / ".final_gather.pt"
-    fabric.save(tmp, {"model": model})
-    fabric.barrier()
-    state: dict = {}
-    if fabric.global_rank == 0:
-        state = torch.load(tmp, map_location="cpu", weights_only=True)["model"]
-        tmp.unlink(missing_ok=True)
-    return state
-
-
 def save_complete(ctx: OutputContext, state_dict: dict[str, "torch.Tensor"], method: str, extra_files: Callable[[Path], None] = lambda _: None) -> None:
     """A complete checkpoint every action accepts: weights in the base dtype, config, tokenizer
     (+ the training template), hyperparameters, then the completeness marker."""
     from litgpt_runtime.checkpoint import mark_complete, save_checkpoint
+    from litgpt_runtime.train.outputs import write_hparams
 
     weights = {k: (v.to(ctx.save_dtype) if v.is_floating_point() else v) for k, v in state_dict.items()}
     save_checkpoint(ctx.final_dir, weights, ctx.base_config, copy_tokenizer_from=ctx.base_dir)

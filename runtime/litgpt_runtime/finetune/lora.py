@@ -5,11 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Optional, Union
 
-from litgpt_runtime.finetune.common import (
-    Method, OutputContext, Quantize, Resume, check_common, hyperparameters, run, save_complete,
-    write_hparams, write_template,
-)
-from litgpt_runtime.train.args import EvalArgs, TrainArgs
+from litgpt_runtime.finetune.common import Method, OutputContext, Quantize, check_common, run, save_complete, write_template
+from litgpt_runtime.train.outputs import hyperparameters, write_hparams
+from litgpt_runtime.train.args import EvalArgs, Resume, TrainArgs
 from litgpt_runtime.train.data import JSON, FinetuneData
 
 LORA_FILE = "lit_lora.safetensors"
@@ -32,17 +30,17 @@ def method(merge: bool = True, **lora_settings) -> Method:
         mark_only_lora_as_trainable(model)
 
     def write_output(ctx: OutputContext) -> None:
-        from litgpt_runtime.peft.lora import lora_filter
+        from litgpt_runtime.peft.lora import lora_state_dict
 
         if merge:
             save_complete(ctx, merge_state_dict(ctx.variant_config, ctx.state_dict), "lora")
             return
         # Unmerged: only the LoRA weights and a pointer to the base; `litgpt merge_lora` completes it.
-        from litgpt_runtime.convert.safetensors_io import save_state_dict
+        from litgpt_runtime.safetensors_io import save_state_dict
 
         from litgpt_runtime.checkpoint import copy_tokenizer_files
 
-        save_state_dict(ctx.final_dir / LORA_FILE, {k: v.contiguous() for k, v in ctx.state_dict.items() if lora_filter(k)})
+        save_state_dict(ctx.final_dir / LORA_FILE, {k: v.contiguous() for k, v in lora_state_dict(ctx.state_dict).items()})
         ctx.base_config.save(ctx.final_dir)
         copy_tokenizer_files(ctx.base_dir, ctx.final_dir)
         write_template(ctx.final_dir, ctx.chat_template)

@@ -66,10 +66,6 @@ class Config(BaseConfig):
     def base(self) -> BaseConfig:
         return BaseConfig(**{f.name: getattr(self, f.name) for f in fields(BaseConfig)})
 
-    @property
-    def lora_scaling(self) -> float:
-        return self.lora_alpha / self.lora_r
-
 
 class LoRALinear(nn.Linear):
     """An `nn.Linear` (sharing the wrapped layer's weight and bias) plus LoRA on output parts.
@@ -195,17 +191,19 @@ def lora_modules(model: nn.Module) -> list[LoRALinear]:
     return [m for m in model.modules() if isinstance(m, LoRALinear)]
 
 
+def is_lora_key(name: str) -> bool:
+    """A LoRA parameter (`lora_A`, `lora_B`): everything else is a base weight."""
+    return "lora_" in name
+
+
 def mark_only_lora_as_trainable(model: nn.Module) -> None:
     for name, param in model.named_parameters():
-        param.requires_grad = "lora_" in name
+        param.requires_grad = is_lora_key(name)
 
 
-def lora_filter(key: str, _value: Any = None) -> bool:
-    return "lora_" in key
-
-
-def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in model.state_dict().items() if lora_filter(k)}
+def lora_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The LoRA weights of a LoRA model's state dict (what an unmerged finetune saves)."""
+    return {k: v for k, v in state_dict.items() if is_lora_key(k)}
 
 
 def merge_lora_weights(model: nn.Module) -> None:
@@ -217,4 +215,4 @@ def merge_lora_weights(model: nn.Module) -> None:
 def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """Merge, then return the base model's state dict (LoRA keys dropped)."""
     merge_lora_weights(model)
-    return {k: v for k, v in model.state_dict().items() if not lora_filter(k)}
+    return {k: v for k, v in model.state_dict().items() if not is_lora_key(k)}

@@ -62,7 +62,7 @@ def main(
     """
     from litgpt_runtime.config import Config
     from litgpt_runtime.download import ensure_checkpoint
-    from litgpt_runtime.generate import _PRECISIONS
+    from litgpt_runtime.precision import check_inference_precision
     from litgpt_runtime.tokenizer import Tokenizer
 
     if host not in _HOSTS:
@@ -73,8 +73,7 @@ def main(
         raise UserError("--max_batch_size, --devices, --workers_per_device and --max_new_tokens must be at least 1.")
     if temperature < 0 or not 0 < top_p <= 1 or (top_k is not None and top_k < 1):
         raise UserError("Use --temperature >= 0, 0 < --top_p <= 1 and --top_k >= 1 (or None).")
-    if precision is not None and precision not in _PRECISIONS:
-        raise UserError(f"Unknown precision {precision!r}; choose one of 32-true, bf16-true, 16-true.")
+    check_inference_precision(precision)
 
     checkpoint_dir = ensure_checkpoint(repo_id, checkpoint_root_dir, access_token=access_token)
     config = Config.from_checkpoint(checkpoint_dir)

@@ -9,9 +9,13 @@ the processes) run in `litgpt_runtime.train.loop`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from pathlib import Path
+from typing import Literal, Optional, Union
 
 from litgpt_runtime.errors import UserError
+
+Resume = Union[bool, Literal["auto"], Path]
+"""`--resume`: continue from a checkpoint in out_dir: auto (if there is one), true, false, or a step folder."""
 
 
 def _positive(name: str, value: Optional[float], allow_none: bool = True) -> None:

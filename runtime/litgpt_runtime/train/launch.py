@@ -11,17 +11,16 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import TYPE_CHECKING, Any, Literal, Optional, Union
 
 from litgpt_runtime.errors import UserError
+from litgpt_runtime.precision import training_dtype_name, training_precision
 
-Precision = Literal["32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true"]
+if TYPE_CHECKING:
+    import torch
+
 Strategy = Literal["auto", "ddp", "fsdp"]
 Devices = Union[int, Literal["auto"]]
-
-# 64-true: float64 throughout; slow, but summation order no longer shows in the results, so two
-# ways of computing one step (DDP vs one process) can be compared tightly on any CPU.
-PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true")
 
 
 def default_precision() -> str:
@@ -57,12 +56,27 @@ def check_precision(precision: Optional[str]) -> str:
             # Say so: the same command gives float32 results on a CPU without AMX.
             print("Training in bf16-mixed: this CPU has AMX bfloat16 units (float32 master weights, bfloat16 "
                   "matrix products; --precision 32-true for float32 throughout).", file=sys.stderr)
-    precision = "32-true" if precision == "32" else precision
-    if precision not in PRECISIONS:
-        raise UserError(f"--precision {precision!r} is not supported; choose one of {', '.join(PRECISIONS)}.")
+    precision = training_precision(precision)
     if on_cpu and precision == "16-mixed":
         raise UserError("--precision 16-mixed needs a CUDA GPU; on the CPU use 32-true or bf16-mixed.")
     return precision
+
+
+def training_dtype(precision: str) -> "torch.dtype":
+    """The dtype the model is built in before Fabric sets it up (see `training_dtype_name`)."""
+    import torch
+
+    return getattr(torch, training_dtype_name(precision))
+
+
+def parse_devices(devices: Union[int, str]) -> Devices:
+    """`--devices 2`, `--devices auto` (the CLI hands numbers over as strings too)."""
+    if isinstance(devices, str) and devices != "auto":
+        try:
+            return int(devices)
+        except ValueError:
+            raise UserError(f"--devices must be a number or 'auto' (got {devices!r}).") from None
+    return devices  # type: ignore[return-value]
 
 
 def resolve_num_nodes(devices: Devices, num_nodes: Optional[int]) -> int:

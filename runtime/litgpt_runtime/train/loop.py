@@ -29,18 +29,17 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional, Union
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
 
 from litgpt_runtime.errors import UserError
-from litgpt_runtime.train.args import EvalArgs, TrainArgs
+from litgpt_runtime.train.args import EvalArgs, Resume, TrainArgs
 from litgpt_runtime.train.batches import MicroBatchSource, one_pass
 from litgpt_runtime.train.data import IGNORE_INDEX
 from litgpt_runtime.train.schedule import lr_at
 
-Resume = Union[bool, Literal["auto"], Path]
 STATE_FILE = "training_state.pt"
 STEP_PREFIX = "step-"
 
