@@ -4,10 +4,8 @@ the official `openai` client (plain + streaming), concurrency, errors, disconnec
 from __future__ import annotations
 
 import os
-import re
 import signal
 import socket
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -15,44 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import clean_env, litgpt_command
-from litgpt_devcluster.hf_tiny import EOS_ID, make_hf_model, make_hf_model_dir
+from litgpt_devcluster.hf_tiny import EOS_ID, make_hf_model
+from serve_support import MODEL, build_checkpoint, metric, reference_greedy, running_server
 
-MODEL = "tiny/llama"
 PROMPTS = ["Hello world!", "What is a GPU?", "The quick brown fox", "Kubernetes runs", "Large language models",
            "How are you today?", "an operator reconciles", "thank you"]
-
-
-# --- helpers -------------------------------------------------------------------------------
-def build_checkpoint(root: Path) -> Path:
-    from litgpt_runtime.checkpoint import mark_complete
-    from litgpt_runtime.convert.hf_to_litgpt import convert_hf_checkpoint
-
-    hf_dir = make_hf_model_dir("llama", root / "hf")
-    ckpt = root / "checkpoints" / MODEL
-    convert_hf_checkpoint(hf_dir, ckpt, repo_id=MODEL)
-    mark_complete(ckpt, repo_id=MODEL, revision="test")
-    return ckpt
-
-
-def reference_greedy(model, prompt_ids: list[int], max_new_tokens: int) -> list[int]:
-    """litgpt_runtime.generate's greedy tokens (sequential, batch of one)."""
-    from litgpt_runtime.generate import generate_tokens
-
-    model.max_seq_length = model.config.block_size  # generate_tokens shrinks it to the request
-    return list(generate_tokens(model, prompt_ids, max_new_tokens, temperature=0.0, stop_ids=[EOS_ID]))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def metric(text: str, name: str, labels: str = "") -> float:
-    pattern = re.escape(name) + (re.escape("{" + labels + "}") if labels else "") + r" ([0-9.e+]+)"
-    match = re.search(r"^" + pattern + "$", text, re.M)
-    return float(match.group(1)) if match else 0.0
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +89,33 @@ def test_rows_stay_packed_as_requests_end_and_a_lone_request_runs_alone(model, t
     assert all(s is None for s in engine.slots)
 
 
+def test_a_row_that_cannot_run_fails_alone(model, tokenizer):
+    """Regression: a request with "seed": 2**70 failed every in-flight request with a 500 (the
+    generator raised after the row had left the waiting line, and the engine reset the batch), and
+    "temperature": 1e-40 made the probabilities inf/NaN. Now only the bad row ends ("error")."""
+    from litgpt_runtime.serve.engine import BatchedGenerator, GenerationRequest
+    from litgpt_runtime.serve.sampling import SamplingParams
+
+    prompts = [tokenizer.encode(p) for p in PROMPTS[:3]]
+    expected = [reference_greedy(model, p, 10) for p in prompts]
+    engine = BatchedGenerator(model, max_batch_size=4, max_seq_length=64)
+    engine.submit("0", GenerationRequest(prompts[0], 10, stop_ids=(EOS_ID,)))
+    engine.step()  # "0" is decoding when the bad request arrives
+    engine.submit("bad", GenerationRequest(prompts[1], 10, sampling=SamplingParams(1.0), seed=2**70))
+    engine.submit("1", GenerationRequest(prompts[1], 10, sampling=SamplingParams(1e-40), stop_ids=(EOS_ID,)))
+    engine.submit("2", GenerationRequest(prompts[2], 10, stop_ids=(EOS_ID,)))
+    got: dict[str, list] = {"0": [expected[0][0]], "1": [], "2": []}
+    errors = []
+    while engine.has_work():
+        for event in engine.step():
+            if event.finish_reason == "error":
+                errors.append((event.key, event.error))
+            elif event.token_id is not None:
+                got[event.key].append(event.token_id)
+    assert [key for key, _ in errors] == ["bad"] and "seed" in errors[0][1]
+    assert [got[str(i)] for i in range(3)] == expected
+
+
 def test_output_index_computes_only_each_rows_last_logits(model):
     """What the engine asks for when a new row's prompt is padded next to decoding rows."""
     idx = torch.randint(0, model.config.vocab_size, (3, 5))
@@ -164,38 +156,10 @@ def test_per_row_sampling_options(model, tokenizer):
 # --- a real server process -----------------------------------------------------------------
 @pytest.fixture(scope="module")
 def server(checkpoint, tmp_path_factory):
-    port = free_port()
-    root = checkpoint.parent.parent
-    log = open(tmp_path_factory.mktemp("serve_log") / "server.log", "w+")
-    proc = subprocess.Popen(
-        [*litgpt_command(), "serve", MODEL, "--checkpoint_root_dir", str(root), "--port", str(port),
-         "--max_batch_size", "8", "--temperature", "0", "--max_new_tokens", "16", "--max_seq_length", "256"],
-        stdout=log, stderr=subprocess.STDOUT, env=clean_env(tmp_path_factory.mktemp("hf"), HF_HUB_OFFLINE="1"),
-        start_new_session=True,  # its own process group: teardown can reach LitServe's children too
-    )
-    url = f"http://127.0.0.1:{port}"
-    import requests
-
-    deadline = time.time() + 180
-    while True:
-        assert proc.poll() is None, Path(log.name).read_text()
-        try:
-            if requests.get(url + "/health", timeout=1).status_code == 200:
-                break
-        except requests.ConnectionError:
-            pass
-        assert time.time() < deadline, "server did not become healthy"
-        time.sleep(0.5)
-    try:
-        yield {"url": url, "proc": proc, "log": Path(log.name), "port": port}
-    finally:
-        # After a failed test (or -k without the SIGTERM test) the server may still run; its API
-        # process, multiprocessing manager and inference worker must not outlive the session.
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
+    log = tmp_path_factory.mktemp("serve_log") / "server.log"
+    with running_server(checkpoint, log, tmp_path_factory.mktemp("hf"), "--max_batch_size", "8", "--temperature", "0",
+                        "--max_new_tokens", "16", "--max_seq_length", "256") as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,8 @@ before touching the model), then hands a generation payload to the worker exactl
 LitServe's streaming endpoint does: onto the request queue of the generation LitAPI, with a
 response buffer entry that LitServe's response reader fills. Unlike LitServe's endpoint, we know
 the request's uid, so a client that disconnects can be cancelled: we queue `{"cancel": uid}` and
-the worker frees the slot.
+the worker frees the slot. The worker answers a cancel message with its rows in use, which goes
+to the metrics (the cancelled request's own last output has nobody left to read it).
 
 This touches LitServe internals (`_get_request_queue`, `response_buffer`, `data_streamer`),
 checked against litserve 0.2.19; keep them in this one module.
@@ -24,6 +25,7 @@ from typing import AsyncIterator
 import litserve as ls
 from litserve.utils import LitAPIStatus, ResponseBufferItem
 
+from litgpt_runtime.serve import metrics
 from litgpt_runtime.serve.worker import GENERATE_PATH
 
 
@@ -46,6 +48,21 @@ class LitGPTServer(ls.LitServer):
             for api in self.litapi_connector:
                 api.cancelled = self.cancelled
         return manager
+
+
+class _CancelAnswer:
+    """Stands in for the response queue of a `{"cancel": uid}` message: reports the worker's rows
+    in use to the metrics, and forgets the message when the worker has answered it."""
+
+    def __init__(self, buffer: dict, uid: str) -> None:
+        self.buffer, self.uid = buffer, uid
+
+    def append(self, response) -> None:
+        data, status = response
+        if status == LitAPIStatus.OK:
+            metrics.observe_rows(json.loads(data) if isinstance(data, str) else data)
+        else:  # FINISH_STREAMING or ERROR: nothing more will come
+            self.buffer.pop(self.uid, None)
 
 
 class WorkerError(Exception):
@@ -88,4 +105,7 @@ class Bridge:
             if not finished:
                 if self.server.cancelled is not None:
                     self.server.cancelled[uid] = time.time()
-                self._put(app, str(uuid.uuid4()), {"cancel": uid})
+                cancel_uid = str(uuid.uuid4())
+                self.server.response_buffer[cancel_uid] = ResponseBufferItem(
+                    event=asyncio.Event(), response_queue=_CancelAnswer(self.server.response_buffer, cancel_uid))
+                self._put(app, cancel_uid, {"cancel": uid})

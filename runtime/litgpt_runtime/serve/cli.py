@@ -22,6 +22,7 @@ def main(
     devices: int = 1,
     workers_per_device: int = 1,
     max_batch_size: int = 8,
+    max_waiting: Optional[int] = None,
     max_new_tokens: int = 50,
     temperature: float = 0.8,
     top_k: Optional[int] = 50,
@@ -49,6 +50,8 @@ def main(
         devices: How many devices to serve on; each loads the model and batches on its own.
         workers_per_device: Inference workers per device (each with its own model copy and batch).
         max_batch_size: How many requests a device decodes together (the KV cache has one row each).
+        max_waiting: How many more requests may wait for a free row; past that the server answers 503
+            with Retry-After. None = 4 x the rows of all workers.
         max_new_tokens: Default completion length when a request gives no max_tokens.
         temperature: Default sampling temperature (0 = greedy); requests may override it.
         top_k: Default top-k (None = off); requests may override it.
@@ -71,6 +74,8 @@ def main(
         raise UserError(f"--port {port} is out of range; choose a port from 1024 to 65535.")
     if min(max_batch_size, devices, workers_per_device, max_new_tokens) < 1:
         raise UserError("--max_batch_size, --devices, --workers_per_device and --max_new_tokens must be at least 1.")
+    if max_waiting is not None and max_waiting < 0:
+        raise UserError(f"--max_waiting must be 0 or more (got {max_waiting}).")
     if temperature < 0 or not 0 < top_p <= 1 or (top_k is not None and top_k < 1):
         raise UserError("Use --temperature >= 0, 0 < --top_p <= 1 and --top_k >= 1 (or None).")
     check_inference_precision(precision)
@@ -87,7 +92,7 @@ def main(
     tokenizer = Tokenizer(checkpoint_dir)
     server = build_server(checkpoint_dir, tokenizer, served_name=model_name or repo_id, aliases={repo_id},
                           accelerator=accelerator, devices=devices, workers_per_device=workers_per_device,
-                          max_batch_size=max_batch_size,
+                          max_batch_size=max_batch_size, max_waiting=max_waiting,
                           max_seq_length=max_seq_length, precision=precision, max_new_tokens=max_new_tokens,
                           temperature=temperature, top_k=top_k, top_p=top_p)
 
@@ -120,11 +125,14 @@ def _check_accelerator(accelerator: str, devices: int) -> None:
 
 def build_server(checkpoint_dir: Path, tokenizer, *, served_name: str, aliases: set[str], accelerator: str,
                  devices: int, workers_per_device: int, max_batch_size: int, max_seq_length: int, precision: Optional[str],
-                 max_new_tokens: int, temperature: float, top_k: Optional[int], top_p: float):
+                 max_new_tokens: int, temperature: float, top_k: Optional[int], top_p: float,
+                 max_waiting: Optional[int] = None):
     """The LitServer with our generation LitAPI and routes (not started)."""
+    from litgpt_runtime.serve import metrics
     from litgpt_runtime.serve.bridge import Bridge, LitGPTServer
+    from litgpt_runtime.serve.intake import Admission
     from litgpt_runtime.serve.metrics import MetricsMiddleware
-    from litgpt_runtime.serve.routes import Defaults, ServeState, add_routes
+    from litgpt_runtime.serve.routes import Defaults, ServeState, ServedModel, add_routes
     from litgpt_runtime.serve.worker import GENERATE_PATH, GenerationAPI
 
     api = GenerationAPI(checkpoint_dir, max_batch_size=max_batch_size, max_seq_length=max_seq_length,
@@ -136,13 +144,16 @@ def build_server(checkpoint_dir: Path, tokenizer, *, served_name: str, aliases: 
     # the generation API would accept unvalidated payloads, so it is not exposed.
     server.app.router.routes = [r for r in server.app.router.routes if getattr(r, "path", None) != GENERATE_PATH]
     server.uvicorn_graceful_timeout = 10
+    rows = max_batch_size * devices * workers_per_device
+    base = ServedModel(served_name, 0, tokenizer)
     state = ServeState(
         model_name=served_name,
-        aliases={served_name, *aliases},
-        tokenizer=tokenizer,
+        models={name: base for name in {served_name, *aliases}},
         context_window=max_seq_length - 1,
         defaults=Defaults(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p),
         bridge=Bridge(server),
+        admission=Admission(rows + (4 * rows if max_waiting is None else max_waiting)),
     )
+    metrics.KV_ROWS.set(max_batch_size)
     add_routes(server.app, state)
     return server

@@ -20,13 +20,17 @@ Busy rows are kept packed at the front of the cache, and a step runs only those:
 ends, the last busy row (its request and its cache entries) moves into the freed row. A lone
 request on an 8-row server therefore costs a 1-row step, not an 8-row one (on a CPU the vocabulary
 projection alone is about twice as slow for 8 rows as for 1).
+
+A failure that belongs to one row -- its seed cannot seed a generator, its logits are not finite,
+its sampling raises -- ends that row alone with finish reason "error"; the other rows of the step
+go on. Only a failure of the shared forward pass itself (a bug, out of memory) ends them all.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 
@@ -40,6 +44,7 @@ class GenerationRequest:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     stop_ids: tuple[int, ...] = ()
     seed: Optional[int] = None
+    adapter: int = 0  # 0: the base weights; i > 0: LoRA adapter i of the model's MultiLoRA layers
 
 
 @dataclass
@@ -47,9 +52,10 @@ class TokenEvent:
     """What one step produced for one request."""
 
     key: str
-    token_id: Optional[int]  # None when the request finished without a new token (stop token)
-    finish_reason: Optional[str]  # None while running; "stop" (stop token) or "length"
+    token_id: Optional[int]  # None when the request finished without a new token (stop token, error)
+    finish_reason: Optional[str]  # None while running; "stop" (stop token), "length" or "error"
     batch_size: int  # active rows in the forward pass that produced this event
+    error: Optional[str] = None  # what went wrong, for the server's log (finish_reason "error")
 
 
 @dataclass
@@ -125,23 +131,48 @@ class BatchedGenerator:
             self.slots[i] = moved
         self.slots[last] = None
 
-    def _admit(self) -> None:
+    def _admit(self) -> list[TokenEvent]:
+        """Move waiting requests into free rows; a request that cannot start fails alone."""
+        failed: list[TokenEvent] = []
         for i in range(self.max_batch_size):
-            if not self.waiting:
-                return
-            if self.slots[i] is None:
+            while self.waiting and self.slots[i] is None:
                 key, request = self.waiting.popleft()
                 generator = None
-                if request.seed is not None:
-                    generator = torch.Generator(device=self.device).manual_seed(request.seed)
+                try:
+                    if request.seed is not None:
+                        generator = torch.Generator(device=self.device).manual_seed(request.seed)
+                except (RuntimeError, OverflowError, TypeError, ValueError) as error:
+                    failed.append(TokenEvent(key, None, "error", 0, f"seed {request.seed!r}: {error}"))
+                    continue
                 self.slots[i] = _Slot(key, request, list(request.prompt_ids), generator=generator)
+        return failed
+
+    def _sample(self, logits: torch.Tensor, slots: list[_Slot]) -> list[Union[int, str]]:
+        """One token per row, or for a row that cannot be sampled, why not (a str)."""
+        finite = torch.isfinite(logits).all(dim=-1).tolist()
+        good = [i for i, ok in enumerate(finite) if ok]
+        out: list[Union[int, str]] = ["the model produced non-finite logits"] * len(slots)
+        if not good:
+            return out
+        rows = logits if len(good) == len(slots) else logits[good]
+        try:
+            tokens = sample_rows(rows, [slots[i].request.sampling for i in good], [slots[i].generator for i in good])
+            for i, token in zip(good, tokens):
+                out[i] = token
+        except (RuntimeError, ValueError):  # find the row(s) at fault: each alone
+            for j, i in enumerate(good):
+                try:
+                    out[i] = sample_rows(rows[j : j + 1], [slots[i].request.sampling], [slots[i].generator])[0]
+                except (RuntimeError, ValueError) as error:
+                    out[i] = f"sampling failed: {error}"
+        return out
 
     # -- the step --
     def step(self) -> list[TokenEvent]:
-        self._admit()
+        events = self._admit()
         n = self.active  # rows 0..n-1 (packed)
         if not n:
-            return []
+            return events
         slots = self.slots[:n]
         width = max(len(slot.pending) for slot in slots)
         scratch = self.cache_length - 1
@@ -160,12 +191,15 @@ class BatchedGenerator:
             # otherwise each get a vocabulary-sized row (GBs for long prompts and large vocabularies)
             last_t = None if width == 1 else torch.tensor(last, device=self.device)
             picked = self.model(idx_t, input_pos=pos_t, input_pos_maxp1=maxp1, output_index=last_t)[:, 0]  # (n, V)
-            tokens = sample_rows(picked, [slot.request.sampling for slot in slots], [slot.generator for slot in slots])
+            tokens = self._sample(picked, slots)
 
-        events: list[TokenEvent] = []
         finished: list[int] = []
         for i, (slot, token) in enumerate(zip(slots, tokens)):
             slot.pos += len(slot.pending)
+            if isinstance(token, str):
+                events.append(TokenEvent(slot.key, None, "error", n, token))
+                finished.append(i)
+                continue
             if token in slot.request.stop_ids:
                 events.append(TokenEvent(slot.key, None, "stop", n))
                 finished.append(i)

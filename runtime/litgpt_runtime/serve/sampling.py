@@ -3,6 +3,10 @@
 Greedy rows (temperature 0) are an argmax over the whole batch at once; sampling rows apply their
 own temperature, top-k and top-p as masks, so a batch needs no Python loop over rows except for
 rows that bring their own seed (a torch.Generator draws for one row at a time).
+
+Temperatures below `GREEDY_BELOW` are greedy: dividing logits by them would overflow float32
+(1e-40 makes every logit infinite), and their distribution is the argmax to within float
+precision anyway.
 """
 
 from __future__ import annotations
@@ -11,6 +15,9 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
+
+
+GREEDY_BELOW = 1e-5
 
 
 @dataclass(frozen=True)
@@ -49,7 +56,7 @@ def sample_rows(
 ) -> list[int]:
     """One token id per row of `logits` (R, V)."""
     tokens = torch.argmax(logits, dim=-1)
-    sampled = [i for i, p in enumerate(params) if p.temperature > 0]
+    sampled = [i for i, p in enumerate(params) if p.temperature >= GREEDY_BELOW]
     if sampled:
         index = torch.tensor(sampled, device=logits.device)
         probs = _filtered_probs(logits.index_select(0, index), [params[i] for i in sampled])

@@ -9,8 +9,9 @@ per request. The payloads that arrive are plain dicts made by `litgpt_runtime.se
     {"cancel": "<uid>"}                      the client of request <uid> went away
 
 Each `Output` carries {"token": id | None, "finish": None | "stop" | "length" | "cancelled",
-"batch": rows in the forward pass}; the last one of a request is followed by FINISH_STREAMING so
-that LitServe forgets the request.
+"batch": rows in the forward pass, "rows": rows in use after the step, "device": the worker's
+device}; the last one of a request is followed by FINISH_STREAMING so that LitServe forgets the
+request. A request that fails alone (see engine.py) gets an ERROR output and the others go on.
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ class GenerationAPI(ls.LitAPI):
         model = load_model(self.checkpoint_dir, device=torch_device, dtype=dtype)
         prepare_for_cpu_inference(model)  # batched decoding gains most: see litgpt_runtime.cpu_layout
         self.engine = BatchedGenerator(model, self.max_batch_size, self.max_seq_length)
+        self.device_name = device
         self._inbox: "queue.SimpleQueue[tuple[str, dict]]" = queue.SimpleQueue()
         logger.info("Model %s ready on %s (%s, %d slots)", self.checkpoint_dir, device, dtype, self.max_batch_size)
 
@@ -127,6 +129,7 @@ class GenerationAPI(ls.LitAPI):
             ),
             stop_ids=tuple(int(t) for t in request.get("stop_ids", ())),
             seed=request.get("seed"),
+            adapter=int(request.get("adapter", 0)),
         )
 
     def _cancel(self, key: str) -> list[Output]:
@@ -135,7 +138,7 @@ class GenerationAPI(ls.LitAPI):
         if self.cancelled is not None:
             self.cancelled.pop(key, None)
         # LitServe still tracks the cancelled request: close it (nobody listens any more)
-        return [Output(key, {"token": None, "finish": "cancelled", "batch": 0}, LitAPIStatus.OK),
+        return [Output(key, self._event_output(None, "cancelled", 0), LitAPIStatus.OK),
                 Output(key, "", LitAPIStatus.FINISH_STREAMING)]
 
     def _poll_cancelled(self) -> list[Output]:
@@ -160,23 +163,34 @@ class GenerationAPI(ls.LitAPI):
                 return outputs + self._poll_cancelled()
             if "cancel" in request:
                 outputs += self._cancel(request["cancel"])
-                outputs.append(Output(uid, "", LitAPIStatus.FINISH_STREAMING))  # the cancel message itself
+                # the answer to the cancel message itself: the rows now in use (for the metrics)
+                outputs.append(Output(uid, self._event_output(None, "cancelled", 0), LitAPIStatus.OK))
+                outputs.append(Output(uid, "", LitAPIStatus.FINISH_STREAMING))
                 continue
             try:
                 self.engine.submit(uid, self.decode_request(request))
             except (KeyError, TypeError, ValueError) as error:
                 outputs.append(Output(uid, ValueError(f"bad generation request: {error}"), LitAPIStatus.ERROR))
 
+    def _event_output(self, token: Optional[int], finish: Optional[str], batch: int) -> dict:
+        return {"token": token, "finish": finish, "batch": batch, "rows": self.engine.active,
+                "device": self.device_name}
+
     def step(self, prev_outputs: Optional[list[Output]]) -> list[Output]:
         outputs = self._drain_inbox()
         try:
             events = self.engine.step()
-        except Exception as error:  # a bug or OOM: fail the running requests, keep serving
+        except Exception as error:  # a bug or OOM in the shared forward pass: fail its rows, keep serving
             logger.exception("generation step failed")
-            return outputs + [Output(key, error, LitAPIStatus.ERROR) for key in self.engine.reset()]
+            return outputs + [Output(key, RuntimeError(f"generation step failed: {error}"), LitAPIStatus.ERROR)
+                              for key in self.engine.reset()]
         for event in events:
-            outputs.append(Output(event.key, {"token": event.token_id, "finish": event.finish_reason,
-                                              "batch": event.batch_size}, LitAPIStatus.OK))
+            if event.finish_reason == "error":
+                logger.error("request %s failed: %s", event.key, event.error)
+                outputs.append(Output(event.key, RuntimeError(event.error), LitAPIStatus.ERROR))
+                continue
+            outputs.append(Output(event.key, self._event_output(event.token_id, event.finish_reason, event.batch_size),
+                                  LitAPIStatus.OK))
             if event.finish_reason is not None:
                 outputs.append(Output(event.key, "", LitAPIStatus.FINISH_STREAMING))
         return outputs
