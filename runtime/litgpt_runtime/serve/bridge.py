@@ -23,7 +23,7 @@ from collections import deque
 from typing import AsyncIterator
 
 import litserve as ls
-from litserve.utils import LitAPIStatus, ResponseBufferItem
+from litserve.utils import LitAPIStatus, ResponseBufferItem, WorkerSetupStatus
 
 from litgpt_runtime.serve import metrics
 from litgpt_runtime.serve.worker import GENERATE_PATH
@@ -72,6 +72,11 @@ class WorkerError(Exception):
 class Bridge:
     def __init__(self, server) -> None:
         self.server = server  # litserve.LitServer; forked with the app into the API process
+
+    def workers_ready(self) -> bool:
+        """Every inference worker has loaded the model (what LitServe's /health reports)."""
+        statuses = self.server.workers_setup_status
+        return bool(statuses) and all(v == WorkerSetupStatus.READY for v in statuses.values())
 
     def _put(self, app, uid: str, payload: dict) -> None:
         request_queue = self.server._get_request_queue(GENERATE_PATH)

@@ -31,6 +31,7 @@ def main(
     precision: Optional[str] = None,
     model_name: Optional[str] = None,
     access_token: Optional[str] = None,
+    api_key: Optional[str] = None,
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info",
 ) -> None:
     """Serve a model over HTTP: OpenAI-compatible API, /predict, /health and Prometheus /metrics.
@@ -61,6 +62,9 @@ def main(
         precision: 32-true, bf16-true or 16-true (default: bf16 on GPUs, 32-true on CPU).
         model_name: The name clients put in "model" (default: the repo id).
         access_token: Hugging Face token for gated models (default: $HF_TOKEN).
+        api_key: Require `Authorization: Bearer <key>` on every route but /health, /ready and
+            /metrics (default: $LITGPT_API_KEY; unset = no key). Prefer the variable: an option is
+            visible to anyone who can list the machine's processes.
         log_level: Server log level.
     """
     from litgpt_runtime.config import Config
@@ -80,6 +84,12 @@ def main(
         raise UserError("Use --temperature >= 0, 0 < --top_p <= 1 and --top_k >= 1 (or None).")
     check_inference_precision(precision)
 
+    from litgpt_runtime.serve.auth import ENV_VAR
+
+    api_key = api_key if api_key is not None else os.environ.get(ENV_VAR)
+    if api_key is not None and not api_key.strip():
+        raise UserError(f"The API key (--api_key or ${ENV_VAR}) is empty; set a key, or unset it to serve without one.")
+
     checkpoint_dir = ensure_checkpoint(repo_id, checkpoint_root_dir, access_token=access_token)
     config = Config.from_checkpoint(checkpoint_dir)
     if max_seq_length is None or max_seq_length > config.block_size:
@@ -94,7 +104,7 @@ def main(
                           accelerator=accelerator, devices=devices, workers_per_device=workers_per_device,
                           max_batch_size=max_batch_size, max_waiting=max_waiting,
                           max_seq_length=max_seq_length, precision=precision, max_new_tokens=max_new_tokens,
-                          temperature=temperature, top_k=top_k, top_p=top_p)
+                          temperature=temperature, top_k=top_k, top_p=top_p, api_key=api_key)
 
     # Kubernetes stops pods with SIGTERM: treat it like Ctrl-C so that LitServe shuts its API and
     # inference processes down instead of leaving them orphaned.
@@ -107,8 +117,8 @@ def main(
 
     signal.signal(signal.SIGTERM, _terminate)
     print(f"Serving {model_name or repo_id} from {checkpoint_dir} on http://{host}:{port} "
-          f"(OpenAI API under /v1, max_batch_size={max_batch_size}, context {max_seq_length - 1} tokens)",
-          flush=True)
+          f"(OpenAI API under /v1, max_batch_size={max_batch_size}, context {max_seq_length - 1} tokens"
+          f"{', API key required' if api_key else ''})", flush=True)
     server.run(host=host, port=port, num_api_servers=1, log_level=log_level, generate_client_file=False)
 
 
@@ -126,9 +136,10 @@ def _check_accelerator(accelerator: str, devices: int) -> None:
 def build_server(checkpoint_dir: Path, tokenizer, *, served_name: str, aliases: set[str], accelerator: str,
                  devices: int, workers_per_device: int, max_batch_size: int, max_seq_length: int, precision: Optional[str],
                  max_new_tokens: int, temperature: float, top_k: Optional[int], top_p: float,
-                 max_waiting: Optional[int] = None):
+                 max_waiting: Optional[int] = None, api_key: Optional[str] = None):
     """The LitServer with our generation LitAPI and routes (not started)."""
     from litgpt_runtime.serve import metrics
+    from litgpt_runtime.serve.auth import APIKeyMiddleware
     from litgpt_runtime.serve.bridge import Bridge, LitGPTServer
     from litgpt_runtime.serve.intake import Admission
     from litgpt_runtime.serve.metrics import MetricsMiddleware
@@ -139,7 +150,9 @@ def build_server(checkpoint_dir: Path, tokenizer, *, served_name: str, aliases: 
                         precision=precision)
     server = LitGPTServer(api, accelerator=accelerator, devices=devices, workers_per_device=workers_per_device,
                           timeout=False,
-                          middlewares=[MetricsMiddleware], model_metadata={"model": served_name})
+                          # the last is outermost: the metrics count refused requests too
+                          middlewares=[*([(APIKeyMiddleware, {"key": api_key})] if api_key else []), MetricsMiddleware],
+                          model_metadata={"model": served_name})
     # Our routes hand requests to the worker themselves (bridge.py); LitServe's raw endpoint for
     # the generation API would accept unvalidated payloads, so it is not exposed.
     server.app.router.routes = [r for r in server.app.router.routes if getattr(r, "path", None) != GENERATE_PATH]

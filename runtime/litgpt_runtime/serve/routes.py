@@ -29,6 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from litgpt_runtime.serve import metrics
 from litgpt_runtime.serve.bridge import Bridge, WorkerError
 from litgpt_runtime.serve.intake import Admission, Ticket, parse
+from litgpt_runtime.serve.readiness import Readiness
 from litgpt_runtime.serve.schemas import ChatCompletionRequest, CompletionRequest, OpenAIError, PredictRequest
 
 logger = logging.getLogger("litgpt_runtime.serve")
@@ -61,6 +62,7 @@ class ServeState:
     defaults: Defaults
     bridge: Bridge
     admission: Admission
+    readiness: Readiness = field(default_factory=Readiness)
     created: int = field(default_factory=lambda: int(time.time()))
 
     @property
@@ -172,6 +174,7 @@ async def _generate(state: ServeState, app, served: ServedModel, payload: dict, 
                 else:
                     metrics.INTER_TOKEN.labels(label).observe(now - last)
                 last = now
+                state.readiness.token_generated()
                 result.completion_tokens += 1
                 metrics.GENERATED_TOKENS.labels(label).inc()
                 metrics.BATCH_SIZE.observe(output["batch"])
@@ -392,6 +395,14 @@ def add_routes(app: FastAPI, state: ServeState) -> None:
             return {"output": result.text}
         finally:
             ticket.release()
+
+    @app.get("/ready")
+    async def ready(request: Request) -> Response:
+        """Readiness: 200 when a 1-token generation succeeds (see readiness.py), 503 with the reason."""
+        if not state.bridge.workers_ready():
+            return Response("not ready: the model is still loading", status_code=503)
+        ok, reason = await state.readiness.check(state, request.app)
+        return Response("ok" if ok else f"not ready: {reason}", status_code=200 if ok else 503)
 
     @app.get("/metrics")
     async def prometheus_metrics() -> Response:
