@@ -33,7 +33,7 @@ test-quick: venv
 	$(PY) -m pytest -m "not slow and not cluster"
 
 crds: venv
-	$(PY) -m litgpt_operator.api.generate
+	$(PY) -m litgpt_operator.generate
 	$(PY) hack/sync-chart-crds.py
 
 demo: venv

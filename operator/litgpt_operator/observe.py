@@ -29,6 +29,12 @@ def redact(text: str) -> str:
     return _TOKEN.sub("hf_***", text)
 
 
+def as_displayed(log: str) -> str:
+    """A log as a terminal shows it: of a line rewritten with carriage returns (progress bars),
+    only its last state."""
+    return "\n".join(line.rsplit("\r", 1)[-1] for line in log.replace("\r\n", "\n").split("\n"))
+
+
 @dataclass(frozen=True)
 class PodProblem:
     pod: str
@@ -137,7 +143,7 @@ def job_state(job: dict, pods: list[dict], log_tail: Optional[str] = None) -> Jo
             reason = problem.reason
             message += f"; {problem.message}"
         if log_tail:
-            message += f"\nLast lines of the log:\n{redact(log_tail)}"
+            message += f"\nLast lines of the log:\n{redact(as_displayed(log_tail))}"
         return JobState("Failed", reason, message, **times)
     if _job_condition(job, "Suspended") or (job.get("spec") or {}).get("suspend"):
         return JobState("Suspended", "JobSuspended", f"Job {name} is suspended (waiting for admission).", **times)

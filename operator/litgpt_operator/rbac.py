@@ -1,7 +1,7 @@
 """The least Kubernetes rights the operator needs, in one place (the Helm chart packages this).
 
 Each rule says which code path needs it. `cluster_role()` is rendered to
-operator/rbac/clusterrole.yaml by `python -m litgpt_operator.api.generate`; bind it with a
+operator/rbac/clusterrole.yaml by `python -m litgpt_operator.generate`; bind it with a
 ClusterRoleBinding (cluster-wide watch) or a RoleBinding per watched namespace.
 """
 
@@ -14,24 +14,22 @@ from litgpt_operator.api import GROUP, KINDS
 ROLE_NAME = "litgpt-operator"
 READ = ["get", "list", "watch"]
 
-# (apiGroups, resources, verbs, why)
+# (apiGroups, resources, verbs, why): only what the code calls (kube.py and kopf's watches).
 RULES: list[tuple[list[str], list[str], list[str], str]] = [
     ([GROUP], [k.plural for k in KINDS], READ + ["patch"],
      "watch the custom resources; kopf patches its progress/last-handled annotations"),
-    ([GROUP], [f"{k.plural}/status" for k in KINDS], ["get", "patch", "update"],
-     "write status (conditions, phase)"),
+    ([GROUP], [f"{k.plural}/status" for k in KINDS], ["get", "patch"], "write status (conditions, phase)"),
     ([GROUP], [f"{k.plural}/finalizers" for k in KINDS], ["update"],
      "set blockOwnerDeletion on children (OwnerReferencesPermissionEnforcement)"),
-    (["batch"], ["jobs"], READ + ["create", "patch"], "download, finetune and pretrain Jobs"),
-    (["apps"], ["deployments"], READ + ["create", "patch"], "ModelServer Deployments (server-side apply)"),
-    (["autoscaling"], ["horizontalpodautoscalers"], READ + ["create", "patch", "delete"],
-     "optional ModelServer autoscaler (deleted when autoscaling is removed)"),
-    ([""], ["services", "persistentvolumeclaims", "configmaps"], READ + ["create", "patch"],
-     "server Services, headless training Services, model cache claims, inline datasets"),
+    (["batch"], ["jobs"], READ + ["create"], "download, finetune and pretrain Jobs (watched; never changed)"),
+    (["apps"], ["deployments"], READ + ["create", "patch"], "ModelServer Deployments (watched; server-side apply)"),
+    (["autoscaling"], ["horizontalpodautoscalers"], ["get", "create", "patch", "delete"],
+     "optional ModelServer autoscaler (server-side apply; deleted when autoscaling is removed)"),
+    ([""], ["services"], ["get", "create", "patch"], "ModelServer Services (server-side apply), headless training Services"),
+    ([""], ["persistentvolumeclaims", "configmaps"], ["get", "create"], "model cache claims, inline datasets"),
     ([""], ["pods"], READ, "read pod states for failure reasons (image pull, OOMKilled, exit code)"),
-    ([""], ["pods/log"], ["get"], "last lines of a failed pod's log in the failure message"),
-    ([""], ["events"], ["create", "patch"], "Events on every transition"),
-    (["events.k8s.io"], ["events"], ["create", "patch"], "Events (newer API)"),
+    ([""], ["pods/log"], ["get"], "last lines of a failed pod's log, and training progress"),
+    ([""], ["events"], ["create"], "Events on every transition (kopf's poster)"),
     # kopf itself: discovering CRDs, and namespaces when watching cluster-wide or by pattern.
     (["apiextensions.k8s.io"], ["customresourcedefinitions"], READ, "kopf resource discovery"),
     ([""], ["namespaces"], READ, "kopf namespace scanning (cluster-wide or pattern watch)"),

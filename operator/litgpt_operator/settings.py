@@ -1,17 +1,19 @@
 """The operator's settings: one typed object from `LITGPT_OPERATOR_*` environment variables.
 
-Read and validated once at start-up (`Settings.from_env`); a bad value stops the operator with one
-message naming the variable. Lists are comma-separated; structured values are JSON.
-The Helm chart sets these from its values.
+Read and validated once at start-up (`Settings.from_env`, pydantic-settings); a bad value stops
+the operator with one message naming the variable. Lists are comma-separated; structured values
+are JSON. The Helm chart sets these from its values.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from typing import Any, Literal, Mapping, Optional
+import re
+from typing import Annotated, Any, Literal, Mapping, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
+from pydantic_settings import SettingsError as SourceError
 
 from litgpt_operator.api.common import GROUP, ResourceRequirements
 
@@ -22,21 +24,23 @@ FINALIZER = f"{GROUP}/finalizer"
 ANNOTATIONS_PREFIX = GROUP
 LAST_HANDLED_ANNOTATION = "last-handled-configuration"
 FIELD_MANAGER = "litgpt-operator"
+QUANTITY = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$"  # a Kubernetes storage quantity
 
 
 class SettingsError(ValueError):
     """A setting from the environment is invalid; the message names the variable."""
 
 
-class Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
 
     runtime_image: str = Field(
         "ghcr.io/litgpt-operator/litgpt:0.1.0", min_length=1, description="Image of the litgpt runtime pods."
     )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
-    image_pull_secrets: list[str] = Field(default_factory=list, description="Secrets for pulling the runtime image.")
-    namespaces: list[str] = Field(
+    image_pull_secrets: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Secrets for pulling the runtime image.")
+    namespaces: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Namespaces to watch (patterns allowed); empty means cluster-wide."
     )
     log_format: Literal["plain", "full", "json"] = "plain"
@@ -48,6 +52,9 @@ class Settings(BaseModel):
     run_as_user: int = Field(1000, ge=1, description="Non-root UID of runtime pods.")
     run_as_group: int = Field(1000, ge=1)
     fs_group: int = Field(1000, ge=1, description="Group owning mounted volumes, so the non-root user can write.")
+    tmp_size_limit: str = Field("10Gi", pattern=QUANTITY, description="sizeLimit of runtime pods' /tmp (emptyDir).")
+    shm_size_limit: str = Field("2Gi", pattern=QUANTITY,
+                                description="sizeLimit of training pods' memory-backed /dev/shm.")
     hf_endpoint: Optional[str] = Field(None, description="HF_ENDPOINT for download pods (a Hub mirror).")
     retry_delay_seconds: float = Field(10.0, gt=0, description="Delay before re-checking an unmet dependency.")
     log_tail_lines: int = Field(20, ge=0, le=200, description="Pod log lines quoted in failure messages.")
@@ -70,31 +77,31 @@ class Settings(BaseModel):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
-    @field_validator("default_resources", mode="before")
-    @classmethod
-    def _parse_json(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return json.loads(value)
-        return value
-
     @property
     def clusterwide(self) -> bool:
         return not self.namespaces
 
     @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, **_sources):
+        # Only what `from_env` passes: its environment is the one given, not always os.environ.
+        return (init_settings,)
+
+    @classmethod
     def from_env(cls, env: Optional[Mapping[str, str]] = None) -> "Settings":
+        """The settings in `env` (default: this process's environment)."""
         env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        for name in cls.model_fields:
-            key = ENV_PREFIX + name.upper()
-            if key in env:
-                values[name] = env[key]
         unknown = sorted(k for k in env if k.startswith(ENV_PREFIX) and k[len(ENV_PREFIX):].lower() not in cls.model_fields)
         if unknown:
             raise SettingsError(f"unknown setting(s) {', '.join(unknown)}; known: "
                                 + ", ".join(ENV_PREFIX + n.upper() for n in cls.model_fields))
+        source = EnvSettingsSource(cls)
+        source.env_vars = {k.lower(): v for k, v in env.items() if k.startswith(ENV_PREFIX)}
         try:
-            return cls(**values)
+            return cls(**source())
+        except SourceError as error:  # a structured value that is not JSON
+            field = re.search(r'field "(\w+)"', str(error))
+            name = ENV_PREFIX + field.group(1).upper() if field else "a structured setting"
+            raise SettingsError(f"invalid operator settings: {name}: not valid JSON") from None
         except ValidationError as exc:
             problems = []
             for error in exc.errors():

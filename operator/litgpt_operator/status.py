@@ -12,6 +12,19 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
+# Well under the CRD's 32,768-character cap on a condition message (and etcd's object size): a
+# status patch that the API server refuses would leave the object stuck on its old status.
+MESSAGE_LIMIT = 4096
+_CUT = "\n[...]\n"
+
+
+def bounded(message: str, limit: int = MESSAGE_LIMIT) -> str:
+    """`message` cut in the middle to at most `limit` characters: the start says what happened,
+    the end holds the last log lines."""
+    if len(message) <= limit:
+        return message
+    head = limit // 4
+    return message[:head] + _CUT + message[-(limit - head - len(_CUT)):]
 
 
 def now_rfc3339() -> str:
@@ -60,8 +73,8 @@ def render(previous: Optional[dict], observed: Observed, generation: int, now: O
             {
                 "type": cond.type,
                 "status": cond.status,
-                "reason": cond.reason,
-                "message": cond.message,
+                "reason": cond.reason[:1024],
+                "message": bounded(cond.message),
                 "lastTransitionTime": before["lastTransitionTime"] if keep_time else now,
                 "observedGeneration": generation,
             }

@@ -67,7 +67,7 @@ class K8s:
         return self.get(kind, name)
 
     def events(self, name: str) -> list[dict]:
-        items = operator_kube.list_objects("Event", self.namespace)
+        items = json.loads(self.kube.kubectl("get", "events", "-n", self.namespace, "-o", "json"))["items"]
         return [e for e in items if e["involvedObject"]["name"] == name]
 
     def event_reasons(self, name: str) -> set[str]:
@@ -184,6 +184,25 @@ def finetune(name: str = "ft", model_name: str = "pythia", **spec) -> dict:
 
 def command(workload: dict) -> list[str]:
     return workload["spec"]["template"]["spec"]["containers"][0]["command"]
+
+
+def built_command(k8s: K8s, kind: str, name: str) -> list[str]:
+    """The command line the builders give the live object's workload (its golden form is in
+    test_builders.py: the cluster tests check that the operator ran the builders, not the form)."""
+    from litgpt_operator.api import BY_KIND
+    from litgpt_operator.builders import finetune as ft, model as md, server as sv
+    from litgpt_operator.builders.common import Parent
+    from litgpt_operator.builders.sources import ModelCheckpoint
+    from litgpt_operator.settings import Settings
+
+    body = k8s.get(kind, name)
+    parent, spec, settings = Parent.from_body(body), BY_KIND[kind].parse_spec(body), Settings.from_env(OPERATOR_ENV)
+    if kind == "LitGPTModel":
+        return command(md.build_download_job(parent, spec, settings))
+    checkpoint = ModelCheckpoint.from_body(k8s.get("LitGPTModel", spec.model_ref.name))
+    if kind == "FinetuneJob":
+        return command(ft.build_finetune_children(parent, spec, checkpoint, settings)[-1])
+    return command(sv.build_deployment(parent, spec, sv.ServeSource(checkpoint), settings))
 
 
 def ready_model(k8s: K8s, name: str = "pythia", claim: str = "cache") -> dict:

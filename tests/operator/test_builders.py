@@ -37,7 +37,7 @@ def assert_restricted(pod_spec: dict) -> None:
     assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
     assert pod_spec["securityContext"]["runAsNonRoot"] is True
     assert pod_spec["automountServiceAccountToken"] is False
-    assert {"name": "tmp", "emptyDir": {}} in pod_spec["volumes"]
+    assert {"name": "tmp", "emptyDir": {"sizeLimit": SETTINGS.tmp_size_limit}} in pod_spec["volumes"]
 
 
 # --- LitGPTModel ------------------------------------------------------------------------------
@@ -111,10 +111,11 @@ def test_finetune_lora_command_line():
         "--data.val_split_fraction", "0.05", "--data.prompt_style", "auto", "--data.mask_prompt", "true",
         "--train.epochs", "3", "--train.global_batch_size", "8", "--train.micro_batch_size", "2",
         "--train.learning_rate", "0.001",
-        "--devices", "2", "--num_nodes", "1", "--precision", "bf16-true",
         "--lora_r", "4", "--lora_alpha", "16", "--lora_dropout", "0.05", "--lora_query", "true",
         "--lora_key", "false", "--lora_value", "true", "--lora_projection", "false", "--lora_mlp", "false",
         "--lora_head", "false",
+        "--devices", "2", "--num_nodes", "1", "--precision", "bf16-true",
+        "--resume", "auto",
     ]
     assert container(job)["resources"]["limits"]["nvidia.com/gpu"] == 2
     # one model cache, read-only; the output is the only writable claim mount
@@ -132,7 +133,7 @@ def test_finetune_lora_command_line():
 
 @pytest.mark.parametrize("method", ["full", "adapter", "adapter_v2"])
 def test_finetune_other_methods_have_no_lora_flags(method):
-    job = finetune.build_finetune_job(parent("FinetuneJob"), finetune_spec(method=method), CHECKPOINT, SETTINGS)
+    (job,) = finetune.build_finetune_children(parent("FinetuneJob"), finetune_spec(method=method), CHECKPOINT, SETTINGS)
     command = container(job)["command"]
     assert command[1] == f"finetune_{method}"
     assert not any(arg.startswith("--lora") for arg in command)
@@ -150,6 +151,14 @@ def test_finetune_inline_data_goes_through_a_configmap():
     command = container(job)["command"]
     assert command[command.index("--data.json_path") + 1] == "/data/data.json"
     assert command[command.index("--out_dir") + 1] == "/output/runs/one"
+
+
+def test_scratch_space_is_bounded():
+    settings = Settings(runtime_image="x", tmp_size_limit="3Gi", shm_size_limit="512Mi")
+    (job,) = finetune.build_finetune_children(parent("FinetuneJob"), finetune_spec(), CHECKPOINT, settings)
+    volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["tmp"]["emptyDir"] == {"sizeLimit": "3Gi"}
+    assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "512Mi"}
 
 
 def test_multi_node_finetune_is_an_indexed_job_with_headless_service():
@@ -184,7 +193,7 @@ def test_pretrain_multi_node_distributed_environment():
         "--tokenizer_dir", "/models/checkpoints/EleutherAI/pythia-14m",
         "--data", "TextFiles", "--data.train_data_path", "/data/tinystories", "--data.val_split_fraction", "0.05",
         "--train.max_tokens", "1000000", "--train.global_batch_size", "16", "--train.micro_batch_size", "1",
-        "--devices", "4", "--num_nodes", "2",
+        "--devices", "4", "--num_nodes", "2", "--resume", "auto",
     ]
     assert service["spec"]["selector"] == {"batch.kubernetes.io/job-name": "pt-pretrain"}
     assert service["spec"]["publishNotReadyAddresses"] is True
@@ -282,7 +291,7 @@ def test_model_status_digest_reaches_the_pods_that_load_its_weights():
             "status": {"phase": "Ready", "digest": DIGEST}}
     checked = ModelCheckpoint.from_body(body)
     assert checked.digest == DIGEST
-    job = finetune.build_finetune_job(parent("FinetuneJob"), finetune_spec(), checked, SETTINGS)
+    (job,) = finetune.build_finetune_children(parent("FinetuneJob"), finetune_spec(), checked, SETTINGS)
     assert _env(job)["LITGPT_EXPECTED_DIGEST"] == DIGEST
     serve_spec = MODEL_SERVER.parse_spec({"spec": {"modelRef": {"name": "pythia"}}})
     deployment = server.build_deployment(parent("ModelServer"), serve_spec, ServeSource(checked), SETTINGS)
@@ -296,7 +305,7 @@ def test_model_status_digest_reaches_the_pods_that_load_its_weights():
 
 
 def test_no_digest_no_verification_and_finetune_outputs_are_not_checked_against_the_base():
-    job = finetune.build_finetune_job(parent("FinetuneJob"), finetune_spec(), CHECKPOINT, SETTINGS)
+    (job,) = finetune.build_finetune_children(parent("FinetuneJob"), finetune_spec(), CHECKPOINT, SETTINGS)
     assert "LITGPT_EXPECTED_DIGEST" not in _env(job)  # a model downloaded before digests existed
     checked = ModelCheckpoint("pythia", "EleutherAI/pythia-14m", "model-cache", DIGEST)
     spec = MODEL_SERVER.parse_spec({"spec": {"finetuneRef": {"name": "ft"}}})

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from litgpt_operator.api import KINDS
-from litgpt_operator.api.generate import REPO_ROOT, main, rendered
+from litgpt_operator.generate import REPO_ROOT, main, rendered
 
 FILES = rendered()
 
@@ -16,8 +16,8 @@ FILES = rendered()
 @pytest.mark.parametrize("relative", sorted(FILES))
 def test_generated_file_is_current(relative):
     path = REPO_ROOT / relative
-    assert path.exists(), f"{relative} missing: run python -m litgpt_operator.api.generate"
-    assert path.read_text() == FILES[relative], f"{relative} is stale: run python -m litgpt_operator.api.generate"
+    assert path.exists(), f"{relative} missing: run python -m litgpt_operator.generate"
+    assert path.read_text() == FILES[relative], f"{relative} is stale: run python -m litgpt_operator.generate"
 
 
 def test_one_crd_file_per_kind():

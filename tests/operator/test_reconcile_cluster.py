@@ -8,6 +8,7 @@ import pytest
 
 from tests.operator.helpers import (
     API,
+    built_command,
     EXIT_CODE,
     ON_EXEC_NODE,
     REPO_ROOT,
@@ -28,7 +29,7 @@ def test_litgptmodel_downloads_then_is_ready(k8s, operator):
     k8s.apply(model(tokenSecretRef={"name": "hf", "key": "token"}))
     k8s.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hf"}, "stringData": {"token": "hf_secretvalue123"}})
     job = wait_for(lambda: k8s.get("Job", "pythia-download"), "the download Job", timeout_s=30)
-    assert command(job) == ["litgpt", "download", "EleutherAI/pythia-14m", "--checkpoint_root_dir", "/models/checkpoints"]
+    assert command(job) == built_command(k8s, "LitGPTModel", "pythia")
     assert job["metadata"]["ownerReferences"][0]["kind"] == "LitGPTModel"
     claim = k8s.get("PersistentVolumeClaim", "cache")
     assert claim["spec"]["resources"]["requests"]["storage"] == "1Gi"
@@ -51,16 +52,7 @@ def test_finetune_waits_for_its_model_then_succeeds(k8s, operator):
 
     ready_model(k8s)
     job = wait_for(lambda: k8s.get("Job", "ft-finetune"), "the finetune Job", timeout_s=30)
-    assert command(job) == [
-        "litgpt", "finetune_lora", "EleutherAI/pythia-14m", "--checkpoint_root_dir", "/models/checkpoints",
-        "--out_dir", "/output/finetunes/ft", "--data", "JSON", "--data.json_path", "/data/data.json",
-        "--data.val_split_fraction", "0.05", "--data.prompt_style", "auto", "--data.mask_prompt", "true",
-        "--train.epochs", "2", "--train.global_batch_size", "4", "--train.micro_batch_size", "2",
-        "--devices", "1", "--num_nodes", "1",
-        "--lora_r", "8", "--lora_alpha", "16", "--lora_dropout", "0.05", "--lora_query", "true", "--lora_key", "false",
-        "--lora_value", "true", "--lora_projection", "false", "--lora_mlp", "false", "--lora_head", "false",
-        "--resume", "auto",  # auto-resume (litgpt_operator.resume)
-    ]
+    assert command(job) == built_command(k8s, "FinetuneJob", "ft")
     assert k8s.get("ConfigMap", "ft-data")["data"]["data.json"].startswith("[{")
     body = k8s.wait_phase("FinetuneJob", "ft", "Succeeded")
     assert condition(body, "Succeeded")["status"] == "True"
@@ -98,7 +90,7 @@ def test_real_runtime_failure_reaches_the_status(k8s, operator):
     assert "exited with code 1" in failed["message"] and "Cannot reach the Hugging Face Hub" in failed["message"]
     assert "Traceback" not in failed["message"]
     (pod,) = k8s.list("Pod", {"batch.kubernetes.io/job-name": "pythia-download"})
-    tail = kube.pod_log_tail(k8s.namespace, pod["metadata"]["name"], 5, "litgpt")
+    tail = kube.pod_log_tail(k8s.namespace, pod["metadata"]["name"], 5, "litgpt", limit_bytes=4096)
     assert tail and "Cannot reach the Hugging Face Hub" in tail
     assert "Last lines of the log" in failed["message"]
 
@@ -132,9 +124,7 @@ def test_model_server_becomes_ready_and_rolls_on_spec_change(k8s, operator):
     assert condition(body, "Ready")["status"] == "True" and body["status"]["availableReplicas"] == 1
     assert body["status"]["url"] == f"http://chat.{k8s.namespace}.svc:8080"
     deployment = k8s.get("Deployment", "chat")
-    assert command(deployment) == ["litgpt", "serve", "EleutherAI/pythia-14m", "--checkpoint_root_dir",
-                                   "/models/checkpoints", "--host", "0.0.0.0", "--port", "8080",
-                                   "--accelerator", "cpu", "--devices", "1"]
+    assert command(deployment) == built_command(k8s, "ModelServer", "chat")
     probe = deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
     assert probe["httpGet"]["path"] == "/health"
     assert k8s.get("Service", "chat")["spec"]["ports"][0]["port"] == 8080
@@ -200,3 +190,40 @@ def test_model_server_autoscaling_adds_and_removes_the_hpa(k8s, operator):
     wait_for(lambda: k8s.get("HorizontalPodAutoscaler", "chat") is None, "the HPA to be removed", timeout_s=30)
     wait_for(lambda: (k8s.get("ModelServer", "chat")["status"].get("availableReplicas") == 2), "2 available replicas",
              timeout_s=60)
+
+
+def test_a_failed_model_ends_its_finetune(k8s, operator):
+    """A FinetuneJob whose model failed is Failed with reason ModelFailed (no retry loop)."""
+    k8s.apply(model(backoffLimit=0, podMetadata={"annotations": {EXIT_CODE: "3"}}))
+    k8s.wait_phase("LitGPTModel", "pythia", "Failed")
+    k8s.apply(finetune())
+    body = k8s.wait_phase("FinetuneJob", "ft", "Failed", timeout=30)
+    assert condition(body, "Failed")["reason"] == condition(body, "ModelReady")["reason"] == "ModelFailed"
+    assert k8s.get("Job", "ft-finetune") is None
+    k8s.wait_events(["ft"], {"ModelFailed"})
+
+
+def test_a_status_write_of_the_model_reapplies_no_server(k8s, operator, monkeypatch):
+    """Only what the server is built from makes the operator apply its children again."""
+    from litgpt_operator import kube
+
+    applied: list[str] = []
+    real_apply = kube.apply
+    monkeypatch.setattr(kube, "apply", lambda obj: applied.append(obj["kind"]) or real_apply(obj))
+    ready_model(k8s)
+    k8s.apply({"apiVersion": API, "kind": "ModelServer", "metadata": {"name": "chat"},
+               "spec": {"modelRef": {"name": "pythia"}, "gpus": 0}})
+    k8s.wait_phase("ModelServer", "chat", "Ready")
+    assert applied.count("Deployment") == 1, applied
+    for message in ("status write one", "status write two"):
+        k8s.kube.kubectl("patch", "litgptmodel", "pythia", "-n", k8s.namespace, "--subresource=status",
+                         "--type=merge", "-p", '{"status": {"conditions": [{"type": "Ready", "status": "True", '
+                         f'"reason": "CheckpointComplete", "message": "{message}", '
+                         '"lastTransitionTime": "2026-01-01T00:00:00Z"}]}}')
+    k8s.kube.kubectl("annotate", "modelserver", "chat", "-n", k8s.namespace, "poke=1")  # an event on the server too
+    wait_for(lambda: condition(k8s.get("LitGPTModel", "pythia"), "Ready")["message"] == "status write two",
+             "the model's status write", timeout_s=10)
+    import time
+
+    time.sleep(3)  # the events above reach the operator
+    assert applied.count("Deployment") == 1, applied

@@ -49,6 +49,19 @@ def terminated(code, reason="Error", message=""):
     return {"name": "litgpt", "state": {"terminated": {"exitCode": code, "reason": reason, "message": message}}}
 
 
+def test_a_huge_failure_message_is_cut_to_fit_the_crd():
+    """A failure message quoting a log (tqdm lines with \\r, megabytes of them) must still be a
+    status the API server accepts (the CRD caps a condition message at 32,768 characters)."""
+    log = "".join(f"\rDownloading: {i}%" for i in range(100_000)) + "\nCannot reach the Hugging Face Hub"
+    job = {"metadata": {"name": "j"}, "status": {"conditions": [{"type": "Failed", "status": "True",
+                                                                "reason": "BackoffLimitExceeded"}]}}
+    state = observe.job_state(job, [], log_tail=log)
+    assert "\r" not in state.message and state.message.endswith("Downloading: 99999%\nCannot reach the Hugging Face Hub")
+    rendered = status.render(None, Observed("Failed", [Cond.of("Failed", True, "X", "head " + "x" * 100_000 + " tail")]), 1)
+    message = rendered["conditions"][0]["message"]
+    assert len(message) <= status.MESSAGE_LIMIT and message.startswith("head ") and message.endswith(" tail")
+
+
 def test_pod_problem_reasons():
     waiting = {"name": "litgpt", "state": {"waiting": {"reason": "ImagePullBackOff", "message": "no such image"}}}
     problem = observe.pod_problem(pod(phase="Pending", statuses=[waiting]))
@@ -112,11 +125,18 @@ def test_settings_from_env():
     assert Settings.from_env({}).clusterwide
 
 
+def test_settings_come_from_the_given_environment_only(monkeypatch):
+    monkeypatch.setenv("LITGPT_OPERATOR_RUNTIME_IMAGE", "from-the-process:1")
+    assert Settings.from_env({}).runtime_image != "from-the-process:1"
+    assert Settings.from_env().runtime_image == "from-the-process:1"
+
+
 @pytest.mark.parametrize("env,named", [
     ({"LITGPT_OPERATOR_LOG_FORMAT": "xml"}, "LITGPT_OPERATOR_LOG_FORMAT"),
     ({"LITGPT_OPERATOR_RETRY_DELAY_SECONDS": "-1"}, "LITGPT_OPERATOR_RETRY_DELAY_SECONDS"),
     ({"LITGPT_OPERATOR_DEFAULT_RESOURCES": "{not json"}, "LITGPT_OPERATOR_DEFAULT_RESOURCES"),
     ({"LITGPT_OPERATOR_RUNTIME_IMAGES": "typo"}, "LITGPT_OPERATOR_RUNTIME_IMAGES"),
+    ({"LITGPT_OPERATOR_TMP_SIZE_LIMIT": "10 gigs"}, "LITGPT_OPERATOR_TMP_SIZE_LIMIT"),
 ])
 def test_bad_settings_name_the_variable(env, named):
     with pytest.raises(SettingsError, match=named):

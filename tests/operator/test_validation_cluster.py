@@ -53,8 +53,17 @@ def rejected(k8s, obj: dict) -> str:
     ({**SERVER, "spec": {"replicas": 1}}, "set exactly one of modelRef or finetuneRef"),
     (with_spec(MODEL, repoId="not-a-repo-id"), "spec.repoId: Invalid value"),
     (with_spec(FINETUNE, data={"file": {"claimName": "d", "path": "../../etc/passwd"}}), "spec.data.file.path"),
+    # Inputs that reach the pod's argv or paths (issue 19's review).
+    (with_spec(PRETRAIN, modelName="--config=/etc/passwd"), "spec.modelName: Invalid value"),
+    (with_spec(FINETUNE, data={"configMap": {"name": "x", "key": ".."}}), "spec.data.configMap.key: Invalid value"),
+    (with_spec(FINETUNE, data={"configMap": {"name": "x", "key": "a/b"}}), "spec.data.configMap.key: Invalid value"),
+    (with_spec(FINETUNE, output={"path": "checkpoints/EleutherAI/pythia-14m"}),
+     "output.path must not be inside checkpoints/"),
+    (with_spec(PRETRAIN, output={"path": "./checkpoints"}), "output.path must not be inside checkpoints/"),
 ], ids=["unknown-method", "negative-batch", "batch-multiple", "two-data-sources", "lora-on-full",
-        "no-initial-checkpoint", "scratch-without-tokenizer", "name-and-config", "both-refs", "neither-ref", "bad-repo-id", "path-escape"])
+        "no-initial-checkpoint", "scratch-without-tokenizer", "name-and-config", "both-refs", "neither-ref", "bad-repo-id",
+        "path-escape", "model-name-option", "configmap-key-dotdot", "configmap-key-slash", "output-in-cache",
+        "output-in-cache-dot"])
 def test_invalid_objects_are_rejected_with_a_readable_message(k8s, obj, expected):
     message = rejected(k8s, obj)
     assert expected in message, message

@@ -1,5 +1,4 @@
-"""Auto-resume for real: a finetune Job (built by the operator's builders, made resumable by
-`litgpt_operator.resume`) runs `litgpt finetune_lora` on the exec node; its pod is evicted mid-
+"""Auto-resume for real: a finetune Job (built, resumable, by the operator's builders) runs `litgpt finetune_lora` on the exec node; its pod is evicted mid-
 training through the Eviction API; the Job controller, told by the podFailurePolicy to ignore the
 disruption, starts a new pod, which continues from the checkpoint the evicted one saved."""
 
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 from production_support import SETTINGS, finetune_body
 
-from litgpt_operator import resume
+from litgpt_operator import progress
 from litgpt_operator.api import FINETUNE_JOB
 from litgpt_operator.builders import common
 from litgpt_operator.builders.finetune import build_finetune_children
@@ -95,7 +94,6 @@ def test_evicted_training_pod_resumes_from_its_checkpoint(kube, namespace, volum
     for child in children:
         child["metadata"].pop("ownerReferences", None)  # no parent object in this test
         if child["kind"] == "Job":
-            child = resume.with_auto_resume(child)
             job_name = child["metadata"]["name"]
             without_tmp_mount(child)
         kube.kubectl("create", "-f", "-", input=json.dumps(child))
@@ -105,7 +103,7 @@ def test_evicted_training_pod_resumes_from_its_checkpoint(kube, namespace, volum
     wait_for(lambda: "step " in pod_log(kube, namespace, first) and "/3000 | loss" in pod_log(kube, namespace, first),
              f"training steps in the first pod's log:\n{pod_log(kube, namespace, first)[-2000:]}", timeout_s=180)
     core = client.CoreV1Api(kube.api_client())
-    status = resume.track_attempts({}, job_pods(kube, namespace, job_name))
+    status = progress.track_attempts({}, job_pods(kube, namespace, job_name))
     core.create_namespaced_pod_eviction(first, namespace, client.V1Eviction(
         metadata=client.V1ObjectMeta(name=first, namespace=namespace)))
     evicted = json.loads(kube.kubectl("get", "pod", first, "-n", namespace, "-o", "json"))
@@ -118,11 +116,9 @@ def test_evicted_training_pod_resumes_from_its_checkpoint(kube, namespace, volum
                                     if p["metadata"]["name"] != first), None), "a replacement pod", timeout_s=120)
     resumed = wait_for(lambda: "Resuming from" in pod_log(kube, namespace, second) and pod_log(kube, namespace, second),
                        "the second pod to resume", timeout_s=180)
-    from litgpt_operator import progress
-
     step = progress.resumed_step(resumed)
     assert step is not None and step > 0, resumed[-2000:]
-    assert resume.track_attempts(status, job_pods(kube, namespace, job_name)) == {"attempts": 2, "currentPod": second}
+    assert progress.track_attempts(status, job_pods(kube, namespace, job_name)) == {"attempts": 2, "currentPod": second}
     job = json.loads(kube.kubectl("get", "job", job_name, "-n", namespace, "-o", "json"))
     assert not job["status"].get("failed"), "an ignored disruption must not count as a failure"
     kube.kubectl("delete", "job", job_name, "-n", namespace, "--wait=false")

@@ -14,7 +14,8 @@ import urllib.request
 import pytest
 import yaml
 
-from litgpt_operator import fitcheck, kueue
+from litgpt_operator import fitcheck
+from litgpt_operator.builders.common import QUEUE_LABEL
 from litgpt_devcluster.waiting import wait_for as poll_until
 
 pytestmark = pytest.mark.slow
@@ -105,10 +106,10 @@ def finetune(name: str, model: str, labels: dict | None = None, annotations: dic
 
 def test_kueue_queue_label_suspends_the_job_and_the_parent_is_queued(cluster):
     cluster.ready_model("m", "EleutherAI/pythia-14m")
-    cluster.apply(finetune("q", "m", labels={kueue.QUEUE_LABEL: "team-a"}))
+    cluster.apply(finetune("q", "m", labels={QUEUE_LABEL: "team-a"}))
     body = cluster.wait_phase("FinetuneJob", "q", "Queued")
     job = cluster.get("Job", body["status"]["jobName"])
-    assert job["spec"]["suspend"] is True and job["metadata"]["labels"][kueue.QUEUE_LABEL] == "team-a"
+    assert job["spec"]["suspend"] is True and job["metadata"]["labels"][QUEUE_LABEL] == "team-a"
     assert job["spec"]["template"]["spec"]["containers"][0]["command"][-2:] == ["--resume", "auto"]
     # Kueue admits the workload: it unsuspends the Job, and the run goes on to the end.
     cluster.kube.kubectl("patch", "job", job["metadata"]["name"], "-n", cluster.namespace, "--type=merge",

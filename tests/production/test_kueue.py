@@ -6,36 +6,34 @@ import json
 
 from production_support import finetune_body, finetune_children
 
-from litgpt_operator import kueue, observe
+from litgpt_operator import observe
+from litgpt_operator.builders.common import PRIORITY_LABEL, QUEUE_LABEL
 from litgpt_operator.handlers.jobs import JOB_PHASES
 
 
 def test_jobs_of_a_queued_parent_are_labelled_and_suspended():
-    body = finetune_body(labels={kueue.QUEUE_LABEL: "team-a-gpus", kueue.PRIORITY_LABEL: "low", "other": "x"})
-    children = finetune_children(body)
-    queued = kueue.enqueue(children, body)
+    body = finetune_body(labels={QUEUE_LABEL: "team-a-gpus", PRIORITY_LABEL: "low", "other": "x"})
+    queued = finetune_children(body)
     (job,) = [c for c in queued if c["kind"] == "Job"]
     assert job["spec"]["suspend"] is True
-    assert job["metadata"]["labels"][kueue.QUEUE_LABEL] == "team-a-gpus"
-    assert job["metadata"]["labels"][kueue.PRIORITY_LABEL] == "low"
+    assert job["metadata"]["labels"][QUEUE_LABEL] == "team-a-gpus"
+    assert job["metadata"]["labels"][PRIORITY_LABEL] == "low"
     assert "other" not in job["metadata"]["labels"]
-    # the inline-data ConfigMap is not a workload: untouched
-    assert [c for c in queued if c["kind"] == "ConfigMap"] == [c for c in children if c["kind"] == "ConfigMap"]
-    # the builders' output is not mutated
-    assert "suspend" not in next(c for c in children if c["kind"] == "Job")["spec"]
+    # the inline-data ConfigMap is not a workload: the same as without a queue
+    assert [c for c in queued if c["kind"] == "ConfigMap"] == \
+        [c for c in finetune_children(finetune_body()) if c["kind"] == "ConfigMap"]
 
 
 def test_no_queue_no_change():
-    body = finetune_body()
-    children = finetune_children(body)
-    assert kueue.enqueue(children, body) is children
-    assert kueue.queue_of(body) is None
+    """A priority class alone queues nothing (Kueue only admits Jobs that name a queue)."""
+    (job,) = [c for c in finetune_children(finetune_body(labels={PRIORITY_LABEL: "low"})) if c["kind"] == "Job"]
+    assert "suspend" not in job["spec"] and PRIORITY_LABEL not in job["metadata"]["labels"]
 
 
 def test_suspended_job_in_the_api_server_reads_queued_until_admitted(kube, namespace):
     """The real Job controller marks a suspended Job; Kueue's admission (suspend: false) ends Queued."""
-    body = finetune_body(namespace=namespace, labels={kueue.QUEUE_LABEL: "q"})
-    job = next(c for c in kueue.enqueue(finetune_children(body), body) if c["kind"] == "Job")
+    body = finetune_body(namespace=namespace, labels={QUEUE_LABEL: "q"})
+    job = next(c for c in finetune_children(body) if c["kind"] == "Job")
     job["metadata"].pop("ownerReferences")  # no parent object in this test
     job["spec"]["template"]["spec"]["volumes"] = [v for v in job["spec"]["template"]["spec"]["volumes"]
                                                   if "configMap" not in v] + [{"name": "data", "emptyDir": {}}]

@@ -18,7 +18,15 @@ def samples(text: str) -> dict[tuple[str, tuple], float]:
 
 
 def value(text: str, metric: str, **labels) -> float:
-    return samples(text).get((metric, tuple(sorted(labels.items()))), 0.0)
+    """The sample's value; a missing series fails (a renamed metric or label must not read as 0)."""
+    found = samples(text)
+    key = (metric, tuple(sorted(labels.items())))
+    assert key in found, f"no series {metric}{labels}; the exposition has {sorted({n for n, _ in found})}"
+    return found[key]
+
+
+def absent(text: str, metric: str, **labels) -> bool:
+    return (metric, tuple(sorted(labels.items()))) not in samples(text)
 
 
 @pytest.fixture(autouse=True)
@@ -39,7 +47,8 @@ def test_reconciles_and_errors_are_counted():
     for name, labels in (("litgpt_operator_reconciles_total", {"kind": "FinetuneJob", "result": "success"}),
                          ("litgpt_operator_reconciles_total", {"kind": "FinetuneJob", "result": "error"}),
                          ("litgpt_operator_reconcile_errors_total", {"kind": "FinetuneJob", "error": "KeyError"})):
-        assert value(after, name, **labels) == value(before, name, **labels) + 1
+        assert absent(before, name, **labels)  # reset: counted from nothing
+        assert value(after, name, **labels) == 1
     assert value(after, "litgpt_operator_reconcile_duration_seconds_count", kind="FinetuneJob") >= 2
 
 
@@ -58,8 +67,8 @@ def test_objects_by_phase_and_training_progress():
     metrics.record("FinetuneJob", "b", "three", None)  # deleted
     text = metrics.exposition().decode()
     assert value(text, "litgpt_operator_objects", kind="FinetuneJob", phase="Running") == 1
-    assert value(text, "litgpt_operator_objects", kind="FinetuneJob", phase="Queued") == 0
-    assert value(text, "litgpt_training_loss", kind="FinetuneJob", namespace="a", name="one") == 0
+    assert absent(text, "litgpt_operator_objects", kind="FinetuneJob", phase="Queued")
+    assert absent(text, "litgpt_training_loss", kind="FinetuneJob", namespace="a", name="one")
 
 
 def test_a_taken_port_does_not_stop_the_operator(caplog):

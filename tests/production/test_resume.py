@@ -8,7 +8,7 @@ import json
 import pytest
 from production_support import finetune_body, finetune_children
 
-from litgpt_operator import progress, resume
+from litgpt_operator import progress
 
 
 def training_job(**spec) -> dict:
@@ -16,25 +16,25 @@ def training_job(**spec) -> dict:
 
 
 def test_single_pod_job_resumes_after_disruption_and_fails_fast_on_user_errors():
-    job = resume.with_auto_resume(training_job())
+    job = training_job()
     command = job["spec"]["template"]["spec"]["containers"][0]["command"]
     assert command[-2:] == ["--resume", "auto"] and command[:2] == ["litgpt", "finetune_lora"]
+    assert command.count("--resume") == 1
     rules = job["spec"]["podFailurePolicy"]["rules"]
     assert rules[0] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
     assert rules[1]["action"] == "FailJob" and rules[1]["onExitCodes"]["values"] == [1, 2]
     assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
-    assert resume.with_auto_resume(job) == job  # idempotent
 
 
 def test_multi_node_job_does_not_fail_on_a_peer_exit():
-    job = resume.with_auto_resume(training_job(nodes=2, gpusPerNode=2))
+    job = training_job(nodes=2, gpusPerNode=2)
     assert job["spec"]["completionMode"] == "Indexed"
     assert [r["action"] for r in job["spec"]["podFailurePolicy"]["rules"]] == ["Ignore"]
 
 
 @pytest.mark.parametrize("nodes", [1, 2])
 def test_api_server_accepts_the_resumable_job(kube, namespace, nodes):
-    job = resume.with_auto_resume(training_job(nodes=nodes, gpusPerNode=1, namespace=namespace))
+    job = training_job(nodes=nodes, gpusPerNode=1, namespace=namespace)
     job["metadata"].pop("ownerReferences")
     out = kube.kubectl("create", "--dry-run=server", "-o", "json", "-f", "-", input=json.dumps(job))
     stored = json.loads(out)
@@ -55,22 +55,22 @@ def named(name: str, created: str, index: str | None = None) -> dict:
 def test_attempts_survive_deleted_pods():
     """An evicted pod is deleted: the count must not drop when it disappears."""
     status: dict = {}
-    status = resume.track_attempts(status, [named("a", "2026-01-01T00:00:00Z")])
+    status = progress.track_attempts(status, [named("a", "2026-01-01T00:00:00Z")])
     assert status == {"attempts": 1, "currentPod": "a"}
-    assert resume.track_attempts(status, [named("a", "2026-01-01T00:00:00Z")]) == status  # no new pod
-    status = resume.track_attempts(status, [named("b", "2026-01-01T00:05:00Z")])  # a evicted and gone
+    assert progress.track_attempts(status, [named("a", "2026-01-01T00:00:00Z")]) == status  # no new pod
+    status = progress.track_attempts(status, [named("b", "2026-01-01T00:05:00Z")])  # a evicted and gone
     assert status == {"attempts": 2, "currentPod": "b"}
-    status = resume.track_attempts(status, [])  # between pods
+    status = progress.track_attempts(status, [])  # between pods
     assert status == {"attempts": 2, "currentPod": "b"}
     indexed = [named("x-0", "2026-01-01T00:00:00Z", "0"), named("x-1", "2026-01-01T00:00:00Z", "1")]
-    assert resume.track_attempts({}, indexed) == {"attempts": 1, "currentPod": "x-0"}
+    assert progress.track_attempts({}, indexed) == {"attempts": 1, "currentPod": "x-0"}
 
 
 def test_attempts_are_counted_per_index():
-    assert resume.attempts([]) == 0
-    assert resume.attempts([pod(None)]) == 1
-    assert resume.attempts([pod(None), pod(None), pod(None)]) == 3
-    assert resume.attempts([pod("0"), pod("1"), pod("1")]) == 2
+    assert progress.attempts([]) == 0
+    assert progress.attempts([pod(None)]) == 1
+    assert progress.attempts([pod(None), pod(None), pod(None)]) == 3
+    assert progress.attempts([pod("0"), pod("1"), pod("1")]) == 2
 
 
 LOG = """\

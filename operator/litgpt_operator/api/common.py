@@ -22,6 +22,8 @@ API_VERSION = f"{GROUP}/{VERSION}"
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 # A Hugging Face repo id: `<org>/<name>`.
 REPO_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$"
+# A model known to the runtime by short name (`pythia-14m`) or repo id (`EleutherAI/pythia-14m`).
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$"
 # A relative path inside a volume: non-empty segments, none of them `..` (RE2 has no look-ahead,
 # so "a segment other than .." is spelled out: starts with a non-dot, or is `.`, or `.x...`, or `..x...`).
 _SEGMENT = r"(?:[^/.][^/]*|\.|\.[^/.][^/]*|\.\.[^/]+)"

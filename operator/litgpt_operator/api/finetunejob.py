@@ -20,7 +20,9 @@ class ConfigMapKey(ApiModel):
     """A key of a ConfigMap in the same namespace."""
 
     name: str = name_field("Name of the ConfigMap.")
-    key: str = Field(description="Key holding the JSON dataset.", min_length=1, max_length=253)
+    # The key is the file name under the pod's /data: ConfigMap key characters, and never `.` or `..`.
+    key: str = Field(description="Key holding the JSON dataset.", min_length=1, max_length=253,
+                     pattern=r"^\.?[-_a-zA-Z0-9][-._a-zA-Z0-9]*$")
 
 
 class Dataset(ApiModel):

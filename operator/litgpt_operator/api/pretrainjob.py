@@ -6,7 +6,14 @@ from typing import Any, Optional
 
 from pydantic import Field
 
-from litgpt_operator.api.common import ApiModel, JobStatus, LocalObjectReference, cel, immutable_once_started
+from litgpt_operator.api.common import (
+    MODEL_NAME_PATTERN,
+    ApiModel,
+    JobStatus,
+    LocalObjectReference,
+    cel,
+    immutable_once_started,
+)
 from litgpt_operator.api.kind import AGE, PHASE, KindInfo, PrinterColumn
 from litgpt_operator.api.training import PVCFile, TrainingArgs, TrainingSpec
 
@@ -63,6 +70,8 @@ class PretrainJobSpec(TrainingSpec):
         "when continuing (fromScratch false) the initial checkpoint's architecture if omitted.",
         min_length=1,
         max_length=200,
+        # It becomes the runtime's first argument: never an option (`--config=...`) or a path.
+        pattern=MODEL_NAME_PATTERN,
     )
     model_config_: Optional[dict[str, Any]] = Field(
         None,

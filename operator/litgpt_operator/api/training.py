@@ -69,6 +69,19 @@ class TrainingArgs(ApiModel):
 class Output(ApiModel):
     """Where the result is written."""
 
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.path) || !self.path.matches('^(\\\\./)*checkpoints(/|$)')",
+                    "output.path must not be inside checkpoints/: that folder is the model cache, which "
+                    "runtime pods mount read-only and other objects read. Choose another folder.",
+                    field_path=".path",
+                ),
+            ]
+        }
+    }
+
     claim_name: Optional[str] = name_field(
         "Claim receiving the output; the model's cache claim when omitted.", default=None
     )

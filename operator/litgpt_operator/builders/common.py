@@ -14,6 +14,11 @@ from litgpt_operator.api.common import ResourceRequirements
 from litgpt_operator.settings import Settings
 
 MANAGED_BY = "litgpt-operator"
+# Kueue pass-through: a parent labelled with a queue gets its Jobs created suspended and labelled
+# alike; Kueue admits them by setting `suspend: false` (the parent reads Queued until then). Only
+# creation sets it: the operator never re-applies a Job, so it never suspends an admitted one.
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"  # Kueue's workload priority, passed on when set
 KIND_LABEL = "litgpt.dev/kind"
 GENERATION_ANNOTATION = "litgpt.dev/spec-generation"
 
@@ -42,10 +47,13 @@ class Parent:
     namespace: str
     uid: str
     generation: int = 0
+    queue_labels: tuple[tuple[str, str], ...] = ()  # Kueue labels its Jobs carry (empty: not queued)
 
     @classmethod
     def from_body(cls, body: dict) -> "Parent":
         meta = body["metadata"]
+        parent_labels = meta.get("labels") or {}
+        queued = bool(parent_labels.get(QUEUE_LABEL))
         return cls(
             api_version=body["apiVersion"],
             kind=body["kind"],
@@ -53,6 +61,8 @@ class Parent:
             namespace=meta["namespace"],
             uid=meta["uid"],
             generation=int(meta.get("generation") or 0),
+            queue_labels=tuple((k, parent_labels[k]) for k in (QUEUE_LABEL, PRIORITY_LABEL)
+                               if queued and parent_labels.get(k)),
         )
 
 
@@ -187,10 +197,11 @@ def pod_template(
     parent: Parent, component: str, parts: PodParts, placement: Any, settings: Settings
 ) -> dict[str, Any]:
     """A restricted-profile pod running the runtime image (`placement`: a spec with PodPlacement)."""
-    volumes = [{"name": "tmp", "emptyDir": {}}, *parts.volumes]
+    # Bounded: a runaway cache must not fill the node's disk (or, for /dev/shm, its memory).
+    volumes = [{"name": "tmp", "emptyDir": {"sizeLimit": settings.tmp_size_limit}}, *parts.volumes]
     mounts = [mount("tmp", "/tmp", False), *parts.mounts]
     if parts.shared_memory:  # torch data loaders and NCCL use /dev/shm; the default 64 MiB is too small
-        volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
+        volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": settings.shm_size_limit}})
         mounts.append(mount("dshm", "/dev/shm", False))
     container: dict[str, Any] = {
         "name": CONTAINER,
@@ -246,7 +257,11 @@ def job(
         spec["activeDeadlineSeconds"] = active_deadline_seconds
     if indexed_completions is not None:
         spec.update(completionMode="Indexed", completions=indexed_completions, parallelism=indexed_completions)
-    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata(parent, name, component), "spec": spec}
+    meta = metadata(parent, name, component)
+    if parent.queue_labels:
+        meta["labels"].update(parent.queue_labels)
+        spec["suspend"] = True
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": spec}
 
 
 def flag_value(value: Any) -> str:

@@ -6,7 +6,7 @@ from typing import Any, Optional
 
 from litgpt_operator.api.finetunejob import FinetuneJobSpec, LoRA
 from litgpt_operator.builders import common as c
-from litgpt_operator.builders.distributed import scale_flags, training_children, training_job
+from litgpt_operator.builders.training import training_children
 from litgpt_operator.builders.sources import ModelCheckpoint, OutputLocation, output_location
 from litgpt_operator.settings import Settings
 
@@ -68,15 +68,16 @@ def finetune_command(parent: c.Parent, spec: FinetuneJobSpec, model: ModelCheckp
         "--data.mask_prompt", c.flag_value(data.mask_prompt),
     ]
     command += c.flags("train.", spec.train.model_dump())
-    command += scale_flags(spec)
     if spec.method == "lora":
         command += lora_flags(spec.lora)
     return command
 
 
-def build_finetune_job(
+def build_finetune_children(
     parent: c.Parent, spec: FinetuneJobSpec, model: ModelCheckpoint, settings: Settings
-) -> dict[str, Any]:
+) -> list[dict[str, Any]]:
+    """In apply order: [inline-data ConfigMap], [headless Service], Job."""
+    configmap = build_data_configmap(parent, spec)
     data_volume, json_path = _data_volume(parent, spec)
     output = output_of(parent, spec, model)
     parts = c.PodParts(
@@ -95,13 +96,5 @@ def build_finetune_job(
         resources=c.resources(spec.resources, settings, spec.gpus_per_node),
         shared_memory=True,
     )
-    return training_job(parent, job_name(parent), COMPONENT, parts, spec, settings, output)
-
-
-def build_finetune_children(
-    parent: c.Parent, spec: FinetuneJobSpec, model: ModelCheckpoint, settings: Settings
-) -> list[dict[str, Any]]:
-    """In apply order: [inline-data ConfigMap], [headless Service], Job."""
-    configmap = build_data_configmap(parent, spec)
-    job = build_finetune_job(parent, spec, model, settings)
-    return ([configmap] if configmap else []) + training_children(parent, job, COMPONENT, spec)
+    job_children = training_children(parent, job_name(parent), COMPONENT, parts, spec, settings, output)
+    return ([configmap] if configmap else []) + job_children

@@ -10,7 +10,7 @@ import yaml
 
 from litgpt_operator.api.pretrainjob import PretrainJobSpec
 from litgpt_operator.builders import common as c
-from litgpt_operator.builders.distributed import scale_flags, training_children, training_job
+from litgpt_operator.builders.training import training_children
 from litgpt_operator.builders.sources import ModelCheckpoint, OutputLocation, output_location
 from litgpt_operator.settings import Settings
 
@@ -99,7 +99,6 @@ def pretrain_command(
         "--data.val_split_fraction", c.flag_value(spec.data.val_split_fraction),
     ]
     command += c.flags("train.", spec.train.model_dump())
-    command += scale_flags(spec)
     return command
 
 
@@ -127,5 +126,5 @@ def build_pretrain_children(
         resources=c.resources(spec.resources, settings, spec.gpus_per_node),
         shared_memory=True,
     )
-    job = training_job(parent, job_name(parent), COMPONENT, parts, spec, settings, output)
-    return ([configmap] if configmap else []) + training_children(parent, job, COMPONENT, spec)
+    job_children = training_children(parent, job_name(parent), COMPONENT, parts, spec, settings, output)
+    return ([configmap] if configmap else []) + job_children

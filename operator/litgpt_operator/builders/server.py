@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -14,6 +16,10 @@ COMPONENT = "server"
 HEALTH_PATH = "/health"
 # Where a finetune's servable checkpoint sits inside its output folder.
 FINETUNE_FINAL_SUBDIR = "final"
+# A digest of everything the server's children were built from: equal digests, nothing to apply
+# (so a status write of the model, or a resync, re-applies nothing); a new runtime image after an
+# operator upgrade, or a new spec, changes it.
+APPLIED_ANNOTATION = "litgpt.dev/applied-digest"
 
 
 @dataclass(frozen=True)
@@ -128,3 +134,20 @@ def build_hpa(parent: c.Parent, spec: ModelServerSpec) -> Optional[dict[str, Any
 
 def url(parent: c.Parent, spec: ModelServerSpec) -> str:
     return f"http://{server_name(parent)}.{parent.namespace}.svc:{spec.port}"
+
+
+def build_server_children(parent: c.Parent, spec: ModelServerSpec, source: ServeSource,
+                          settings: Settings) -> list[dict[str, Any]]:
+    """Service, Deployment and (with autoscaling) HPA, each annotated with the digest of the set."""
+    children = [build_service(parent, spec), build_deployment(parent, spec, source, settings)]
+    hpa = build_hpa(parent, spec)
+    if hpa:
+        children.append(hpa)
+    digest = hashlib.sha256(json.dumps(children, sort_keys=True).encode()).hexdigest()[:16]
+    for child in children:
+        child["metadata"]["annotations"][APPLIED_ANNOTATION] = digest
+    return children
+
+
+def applied_digest(obj: Optional[dict]) -> Optional[str]:
+    return ((obj or {}).get("metadata", {}).get("annotations") or {}).get(APPLIED_ANNOTATION)

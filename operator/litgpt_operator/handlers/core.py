@@ -15,18 +15,19 @@ import threading
 import weakref
 from typing import Callable, Optional
 
+import kopf
 from kubernetes.client.rest import ApiException
 
 from litgpt_operator import kube, metrics, status
 from litgpt_operator.api import BY_KIND, KindInfo
+from litgpt_operator.handlers.children import InTheWay
 from litgpt_operator.settings import Settings, current
 
 log = logging.getLogger(__name__)
 
-# kind -> reconcile(body, settings, apply_children) -> Observed. Missing children are always
-# created; `apply_children` (the parent's own create/update/resume) also re-applies children that
-# follow the spec even when they look current, e.g. a new runtime image after an operator upgrade.
-Reconciler = Callable[[dict, Settings, bool], status.Observed]
+# kind -> reconcile(body, settings) -> Observed: level-based, so every trigger calls the same
+# function; it creates what is missing and re-applies what differs from what it would build.
+Reconciler = Callable[[dict, Settings], status.Observed]
 RECONCILERS: dict[str, Reconciler] = {}
 
 # One lock per object being reconciled; weak, so objects long gone do not keep theirs (a lock in
@@ -52,7 +53,7 @@ def _lock(kind: str, namespace: str, name: str) -> threading.Lock:
         return lock
 
 
-def refresh(kind: KindInfo, namespace: str, name: str, apply_children: bool = False) -> Optional[status.Observed]:
+def refresh(kind: KindInfo, namespace: str, name: str) -> Optional[status.Observed]:
     """Reconcile one object now. None when it is gone or being deleted."""
     settings = current()
     with _lock(kind.kind, namespace, name):
@@ -62,7 +63,10 @@ def refresh(kind: KindInfo, namespace: str, name: str, apply_children: bool = Fa
                 metrics.record(kind.kind, namespace, name, None)
                 return None
             with metrics.reconciling(kind.kind):
-                observed = RECONCILERS[kind.kind](body, settings, apply_children)
+                try:
+                    observed = RECONCILERS[kind.kind](body, settings)
+                except InTheWay as blocked:
+                    observed = in_the_way(kind, blocked)
             try:
                 write_status(body, observed)
                 metrics.record(kind.kind, namespace, name, observed.phase, observed.fields.get("progress"))
@@ -72,6 +76,14 @@ def refresh(kind: KindInfo, namespace: str, name: str, apply_children: bool = Fa
                     raise
                 log.debug("%s %s/%s changed while reconciling; again", kind.kind, namespace, name)
         raise kube_conflict(kind, namespace, name)
+
+
+def in_the_way(kind: KindInfo, blocked: InTheWay) -> status.Observed:
+    """An object of a child's name is not ours: say so and look again later (it may be deleted,
+    or be an earlier incarnation's child on its way out)."""
+    main = "Ready" if kind.kind in ("LitGPTModel", "ModelServer") else "Succeeded"
+    cond = status.Cond.of(main, False, "ObjectInTheWay", blocked.message, warning=True)
+    return status.Observed("Pending", [cond], waiting_for=blocked.message)
 
 
 def kube_conflict(kind: KindInfo, namespace: str, name: str) -> RuntimeError:
@@ -93,8 +105,17 @@ def write_status(body: dict, observed: status.Observed) -> bool:
         key = (cond.reason, cond.message or f"{cond.type} is {cond.status}")
         events[key] = events.get(key, False) or cond.warning
     for (reason, message), warning in events.items():
-        kube.post_event(body, "Warning" if warning else "Normal", reason, message)
+        post_event(body, "Warning" if warning else "Normal", reason, message)
     return True
+
+
+def post_event(body: dict, event_type: str, reason: str, message: str) -> None:
+    """A core/v1 Event about the object (what `kubectl describe` shows), queued to kopf's poster,
+    which retries it in the background: an Event is a courtesy, the status already holds the facts."""
+    try:
+        kopf.event(body, type=event_type, reason=reason[:128], message=message[:1024])
+    except LookupError:  # called outside a running operator (no event queue)
+        log.debug("no operator to post event %s on %s", reason, body["metadata"]["name"])
 
 
 def refresh_owner(child: dict) -> None:

@@ -1,44 +1,50 @@
-"""What the three Job-backed kinds share: observing their Job, the spec-change rule, conditions."""
+"""What the three Job-backed kinds share: their Job (read, created, observed), the models they wait
+for, the spec-change rule, and the one reconcile of the training kinds (FinetuneJob, PretrainJob).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Callable, Optional
 
-from litgpt_operator import kube, observe
-from litgpt_operator.builders.common import CONTAINER, GENERATION_ANNOTATION
-from litgpt_operator.builders.sources import OutputLocation
+from litgpt_operator import fitcheck, kube, observe, progress
+from litgpt_operator.builders.common import CONTAINER, GENERATION_ANNOTATION, Parent
+from litgpt_operator.builders.sources import ModelCheckpoint, OutputLocation
+from litgpt_operator.handlers.children import create_children, get_ours
 from litgpt_operator.settings import Settings
-from litgpt_operator.status import Cond
+from litgpt_operator.status import FALSE, Cond, Observed
 
 # JobState.phase -> the parent's phase, for kinds that run to completion.
 JOB_PHASES = {"Pending": "Pending", "Running": "Running", "Succeeded": "Succeeded", "Failed": "Failed",
               "Suspended": "Queued"}
+# A log read for a status stops here (the kubelet's limitBytes): a few step lines, or a failure's last lines.
+LOG_LIMIT_BYTES = 16 * 1024
+# Enough for the last few step lines (the runtime logs one line per log interval).
+PROGRESS_LOG_LINES = 40
 
 
-def read_job(namespace: str, job_name: str, settings: Settings) -> tuple[Optional[dict], Optional[observe.JobState]]:
-    """The live Job and what it says (with the failed pod's log tail when it failed)."""
-    job = kube.get("Job", namespace, job_name)
+def job_pods(namespace: str, job_name: str) -> list[dict]:
+    return kube.list_objects("Pod", namespace, {"batch.kubernetes.io/job-name": job_name})
+
+
+def read_job(parent: Parent, job_name: str, settings: Settings) -> tuple[Optional[dict], Optional[observe.JobState]]:
+    """Our live Job and what it says (with the failed pod's log tail when it failed).
+    InTheWay when a Job of that name is not ours."""
+    job = get_ours("Job", parent, job_name)
     if job is None:
         return None, None
-    pods = kube.list_objects("Pod", namespace, {"batch.kubernetes.io/job-name": job_name})
+    pods = job_pods(parent.namespace, job_name)
     tail = None
     failed_pod = observe.failed_pod_for_logs(job, pods)
     if failed_pod:
-        tail = kube.pod_log_tail(namespace, failed_pod, settings.log_tail_lines, CONTAINER)
+        tail = kube.pod_log_tail(parent.namespace, failed_pod, settings.log_tail_lines, CONTAINER, LOG_LIMIT_BYTES)
     return job, observe.job_state(job, pods, tail)
 
 
-def create_children(children: list[dict]) -> list[dict]:
-    """Create what is missing (in order); existing children are left as they are: Jobs are
-    immutable, and a finished one must not run again. -> the live objects."""
-    return [kube.create_or_get(child)[0] for child in children]
-
-
-def start_job(namespace: str, children: list[dict], settings: Settings) -> tuple[dict, observe.JobState]:
+def start_job(parent: Parent, children: list[dict], settings: Settings) -> tuple[dict, observe.JobState]:
     """Create the children (the Job last) and read the Job's state."""
-    job = create_children(children)[-1]
-    state = read_job(namespace, job["metadata"]["name"], settings)[1]
+    job = create_children(children, parent)[-1]
+    state = read_job(parent, job["metadata"]["name"], settings)[1]
     return job, state
 
 
@@ -63,33 +69,37 @@ def spec_change_condition(kind: str, generation: int, job: dict, state: observe.
     )
 
 
-@dataclass
-class JobOutcome:
-    phase: str
-    conditions: list[Cond]
-
-
-def job_conditions(state: observe.JobState, success_type: str = "Succeeded",
-                   phase_names: Optional[dict[str, str]] = None) -> JobOutcome:
+def job_outcome(state: observe.JobState, success_type: str = "Succeeded",
+                phase_names: Optional[dict[str, str]] = None) -> tuple[str, list[Cond]]:
     """Phase and the success/failure conditions of a Job-backed object."""
-    phases = {**JOB_PHASES, **(phase_names or {})}
-    phase = phases[state.phase]
+    phase = {**JOB_PHASES, **(phase_names or {})}[state.phase]
     succeeded = state.phase == "Succeeded"
     conditions = [Cond.of(success_type, succeeded, state.reason, state.message,
                           warning=not succeeded and state.reason in observe.STUCK_WAITING)]
     if state.phase == "Failed":
         conditions.append(Cond.of("Failed", True, state.reason, state.message, warning=True))
-    return JobOutcome(phase, conditions)
+    return phase, conditions
 
 
 @dataclass(frozen=True)
 class Dependency:
-    """A referenced object and whether it is ready for us."""
+    """A referenced object and whether it is ready for us; `failed`: it never will be."""
 
     ready: bool
     reason: str
     message: str
     body: Optional[dict] = None
+    failed: bool = False
+
+    def unmet(self, ready_type: str, waiting_type: str, fields: dict) -> Observed:
+        """What a dependent says while this dependency is not ready: Waiting (retried), or Failed
+        (terminal: no retry; a later change of the dependency wakes it through the indexes)."""
+        cond = Cond.of(ready_type, False, self.reason, self.message, warning=self.failed)
+        if self.failed:
+            return Observed("Failed", [cond, Cond.of(waiting_type, False, self.reason, self.message),
+                                       Cond.of("Failed", True, self.reason, self.message, warning=True)], fields)
+        waiting = Cond.of(waiting_type, False, "WaitingForModel", self.message)
+        return Observed("Waiting", [cond, waiting], fields, waiting_for=self.message)
 
 
 def model_dependency(namespace: str, name: str) -> Dependency:
@@ -97,6 +107,10 @@ def model_dependency(namespace: str, name: str) -> Dependency:
     if body is None:
         return Dependency(False, "ModelNotFound", f"LitGPTModel {name} does not exist (yet).")
     phase = (body.get("status") or {}).get("phase")
+    if phase == "Failed":
+        return Dependency(False, "ModelFailed", f"LitGPTModel {name} failed, so this cannot run: fix or re-create "
+                                                "the model (its status says why); this object then continues.",
+                          body, failed=True)
     if phase != "Ready":
         return Dependency(False, "ModelNotReady", f"Waiting for LitGPTModel {name} to be Ready (it is {phase or 'Pending'}).", body)
     return Dependency(True, "ModelReady", f"LitGPTModel {name} is Ready.", body)
@@ -106,3 +120,72 @@ def output_fields(job: dict) -> dict[str, Optional[str]]:
     """outputClaimName/outputPath of a training kind's status, read from its Job."""
     output = OutputLocation.from_annotations(job["metadata"].get("annotations") or {})
     return {"outputClaimName": output.claim_name if output else None, "outputPath": output.path if output else None}
+
+
+def training_fields(namespace: str, job_name: str, previous_status: dict, running: bool) -> dict[str, Any]:
+    """attempts/currentPod always; resumedStep and progress while the Job runs (from the
+    newest pod's log tail: coarse, once per reconcile)."""
+    fields: dict[str, Any] = progress.track_attempts(previous_status, job_pods(namespace, job_name))
+    fields["resumedStep"] = previous_status.get("resumedStep")
+    fields["progress"] = previous_status.get("progress")
+    if running and fields.get("currentPod"):
+        log = kube.pod_log_tail(namespace, fields["currentPod"], PROGRESS_LOG_LINES, CONTAINER, LOG_LIMIT_BYTES)
+        step = progress.resumed_step(log)
+        if step is not None:
+            fields["resumedStep"] = step
+        latest = progress.training_progress(log)
+        if latest:
+            fields["progress"] = latest
+    return fields
+
+
+def previous_condition(body: dict, type_: str) -> Optional[Cond]:
+    """A condition as the last reconcile wrote it (kept while it cannot be recomputed)."""
+    for cond in (body.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == type_:
+            return Cond(type_, cond["status"], cond.get("reason", ""), cond.get("message", ""))
+    return None
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """What a training kind decides once the models it reads are Ready."""
+
+    model: Any  # what the fit check sizes: a repo id or short name, or an inline model config
+    children: list[dict]  # in creation order, the Job last
+
+
+def reconcile_training(body: dict, spec: Any, settings: Settings, job_name: str, refs: dict[str, str],
+                       plan: Callable[[dict[str, ModelCheckpoint]], TrainingRun], method: str,
+                       lora: Any = None) -> Observed:
+    """The reconcile of a training kind: wait for the referenced LitGPTModels (`refs`: role ->
+    name), check that the run fits, create the Job from `plan(models by role)`, then follow it."""
+    parent = Parent.from_body(body)
+    fields: dict[str, Any] = {"jobName": job_name}
+    job, state = read_job(parent, job_name, settings)
+    names = sorted(set(refs.values()))
+    models_ready = Cond.of("ModelReady", True, "ModelReady", f"LitGPTModel {', '.join(names)} "
+                                                             f"{'was' if len(names) == 1 else 'were'} Ready when Job "
+                                                             f"{job_name} was created.")
+    if job is None:
+        models: dict[str, ModelCheckpoint] = {}
+        for role, name in refs.items():
+            model = model_dependency(parent.namespace, name)
+            if not model.ready:
+                return model.unmet("ModelReady", "Succeeded", fields)
+            models[role] = ModelCheckpoint.from_body(model.body)
+        run = plan(models)
+        fit = fitcheck.resources_fit(body, run.model, method, spec, lora, settings.gpu_memory_gb)
+        if fit is not None and fit.status == FALSE:
+            refused = Cond.of("Succeeded", False, fit.reason, "No Job was created: " + fit.message, warning=True)
+            return Observed("Failed", [*([models_ready] if refs else []), fit, refused], fields)
+        job, state = start_job(parent, run.children, settings)
+    else:
+        fit = previous_condition(body, fitcheck.CONDITION)
+    phase, outcome = job_outcome(state)
+    fields.update(output_fields(job), startTime=state.start_time, completionTime=state.completion_time)
+    fields.update(training_fields(parent.namespace, job_name, body.get("status") or {}, state.phase == "Running"))
+    spec_change = spec_change_condition(parent.kind, parent.generation, job, state)
+    conditions = [*([models_ready] if refs else []), *([fit] if fit else []), *outcome,
+                  *([spec_change] if spec_change else [])]
+    return Observed(phase, conditions, fields)

@@ -1,16 +1,19 @@
 """kopf registrations: which events call `core.refresh` for which object. Nothing else lives here.
 
-- A custom resource created, resumed (operator start) or with a changed spec: reconcile it,
-  applying its children; an unmet dependency becomes kopf.TemporaryError (retried after a delay).
+- A custom resource created, resumed (operator start) or with a changed spec: reconcile it; an
+  unmet dependency becomes kopf.TemporaryError (retried after a delay).
 - A child Job/Deployment/pod changed: reconcile its parent (label/owner lookup), so status follows.
-- A LitGPTModel became Ready / a FinetuneJob Succeeded: reconcile the objects waiting on it.
+- A LitGPTModel became Ready or Failed / a FinetuneJob finished: reconcile the objects that refer
+  to it, found in kopf indexes (kept from the watch streams, so no list per event). Only a change
+  of phase does it: the status writes in between (progress, resync) wake nobody.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import kopf
 
-from litgpt_operator import kube
 from litgpt_operator.api import BY_KIND, GROUP, KINDS, VERSION, KindInfo
 from litgpt_operator.builders.common import KIND_LABEL, MANAGED_BY
 from litgpt_operator.handlers.core import refresh, refresh_owner
@@ -19,10 +22,19 @@ from litgpt_operator.settings import current
 MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
 _BY_LABEL = {k.kind.lower(): k for k in KINDS}
 
+# kind -> {spec field holding a reference: the kind it refers to}
+REFERENCES: dict[str, dict[str, str]] = {
+    "FinetuneJob": {"modelRef": "LitGPTModel"},
+    "PretrainJob": {"initialCheckpoint": "LitGPTModel", "tokenizerRef": "LitGPTModel"},
+    "ModelServer": {"modelRef": "LitGPTModel", "finetuneRef": "FinetuneJob"},
+}
+# The phases of a referenced object that its dependents act on.
+SETTLED = {"LitGPTModel": {"Ready", "Failed"}, "FinetuneJob": {"Succeeded", "Failed"}}
+
 
 def _on_change(kind: KindInfo):
     def handler(namespace: str, name: str, **_) -> None:
-        observed = refresh(kind, namespace, name, apply_children=True)
+        observed = refresh(kind, namespace, name)
         if observed is not None and observed.waiting_for:
             raise kopf.TemporaryError(observed.waiting_for, delay=current().retry_delay_seconds)
 
@@ -30,11 +42,26 @@ def _on_change(kind: KindInfo):
     return handler
 
 
+def _index_name(kind: KindInfo) -> str:
+    return f"{kind.singular}_references"
+
+
+def _references(fields: dict[str, str]):
+    def index(namespace: str, name: str, spec: Any, **_) -> dict[tuple[str, str, str], str]:
+        """{(referenced kind, namespace, referenced name): this object's name}"""
+        return {(target, namespace, ref["name"]): name
+                for field, target in fields.items() if (ref := spec.get(field)) and ref.get("name")}
+
+    return index
+
+
 for _kind in KINDS:
     _handler = _on_change(_kind)
     kopf.on.resume(GROUP, VERSION, _kind.plural, id=f"{_kind.singular}-resume")(_handler)
     kopf.on.create(GROUP, VERSION, _kind.plural, id=f"{_kind.singular}-create")(_handler)
     kopf.on.update(GROUP, VERSION, _kind.plural, id=f"{_kind.singular}-update", field="spec")(_handler)
+    if _kind.kind in REFERENCES:
+        kopf.index(GROUP, VERSION, _kind.plural, id=_index_name(_kind))(_references(REFERENCES[_kind.kind]))
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
@@ -56,30 +83,27 @@ def pod_changed(body, **_) -> None:
         refresh(kind, body["metadata"]["namespace"], instance)
 
 
-def _dependents(namespace: str, kind: KindInfo, refers_to) -> list[str]:
-    return [o["metadata"]["name"] for o in kube.list_objects(kind.kind, namespace) if refers_to(o.get("spec") or {})]
+def _wake_dependents(target: str, event: dict, namespace: str, name: str, memo: kopf.Memo, indexes: dict) -> None:
+    """Reconcile the objects referring to `target` `name` once per change of its phase."""
+    phase = ((event.get("object") or {}).get("status") or {}).get("phase")
+    if event.get("type") == "DELETED" or memo.get("phase") == phase:
+        return
+    memo["phase"] = phase
+    if phase not in SETTLED[target]:
+        return
+    for kind_name, fields in REFERENCES.items():
+        if target not in fields.values():
+            continue
+        kind = BY_KIND[kind_name]
+        for dependent in sorted(set(indexes[_index_name(kind)].get((target, namespace, name), ()))):
+            refresh(kind, namespace, dependent)
 
 
 @kopf.on.event(GROUP, VERSION, "litgptmodels")
-def model_changed(body, namespace, name, **_) -> None:
-    if (body.get("status") or {}).get("phase") != "Ready":
-        return
-    waiting = {
-        "FinetuneJob": lambda s: (s.get("modelRef") or {}).get("name") == name,
-        "PretrainJob": lambda s: name in ((s.get("initialCheckpoint") or {}).get("name"),
-                                          (s.get("tokenizerRef") or {}).get("name")),
-        "ModelServer": lambda s: (s.get("modelRef") or {}).get("name") == name,
-    }
-    for kind_name, refers_to in waiting.items():
-        kind = BY_KIND[kind_name]
-        for dependent in _dependents(namespace, kind, refers_to):
-            refresh(kind, namespace, dependent, apply_children=True)
+def model_changed(event, namespace, name, memo, **kwargs) -> None:
+    _wake_dependents("LitGPTModel", event, namespace, name, memo, kwargs)
 
 
 @kopf.on.event(GROUP, VERSION, "finetunejobs")
-def finetune_changed(body, namespace, name, **_) -> None:
-    if (body.get("status") or {}).get("phase") != "Succeeded":
-        return
-    kind = BY_KIND["ModelServer"]
-    for dependent in _dependents(namespace, kind, lambda s: (s.get("finetuneRef") or {}).get("name") == name):
-        refresh(kind, namespace, dependent, apply_children=True)
+def finetune_changed(event, namespace, name, memo, **kwargs) -> None:
+    _wake_dependents("FinetuneJob", event, namespace, name, memo, kwargs)

@@ -21,9 +21,11 @@ def configure(settings: kopf.OperatorSettings, logger, **_) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=litgpt_settings.ANNOTATIONS_PREFIX, key=litgpt_settings.LAST_HANDLED_ANNOTATION
     )
-    # Our reconcilers post one Event per status transition; kopf's own ("handler succeeded",
-    # "failed temporarily: waiting for the model") would only repeat them.
-    settings.posting.enabled = False
+    # Our reconcilers post one Event per status transition through kopf's poster (kopf.event);
+    # kopf's log lines as Events ("handler succeeded", "failed temporarily: waiting for the
+    # model") would only repeat them.
+    settings.posting.enabled = True
+    settings.posting.loggers = False
     settings.peering.standalone = ours.standalone
     # Replicas of one Deployment share their settings; kopf pauses every peer of equal priority,
     # so each process draws its own: the highest works, the others stand by (issue 5, HA).

@@ -1,8 +1,16 @@
-"""Training Jobs on one or many nodes.
+"""Training Jobs (FinetuneJob, PretrainJob) on one or many nodes, resumable after disruptions.
 
 One node: a plain Job. N nodes: an Indexed Job (completions = parallelism = N) plus a headless
 Service, so pod i is reachable as `<job>-i.<service>`; each pod gets the torch distributed
 environment, its NODE_RANK from the completion index the Job controller stamps on it.
+
+Auto-resume, decided here with the rest of the command line:
+  - the runtime is started with `--resume auto`: it continues from the newest `step-*` checkpoint
+    in its output folder if there is one (a first run finds none and starts at step 0);
+  - a `podFailurePolicy` that does not count disruptions (the `DisruptionTarget` pod condition the
+    control plane sets on eviction, preemption and on pods of a lost node) against `backoffLimit`,
+    so the Job controller simply creates a new pod; and on one pod, fails the Job at once when the
+    runtime exits 1 or 2 (a user error or a crash: running it again cannot help).
 """
 
 from __future__ import annotations
@@ -14,6 +22,9 @@ from litgpt_operator.builders.sources import OutputLocation
 from litgpt_operator.settings import Settings
 
 COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+RESUME_FLAGS = ["--resume", "auto"]
+# `litgpt` exits 1 on a UserError (and Python on an uncaught exception), 2 on a usage error.
+DETERMINISTIC_EXIT_CODES = [1, 2]
 
 
 def scale_flags(spec) -> list[str]:
@@ -56,33 +67,37 @@ def build_headless_service(parent: c.Parent, job_name: str, component: str, spec
     }
 
 
-def training_job(
+def pod_failure_policy(single_pod: bool) -> dict[str, Any]:
+    # First match wins: a disrupted pod is ignored, whatever its exit code.
+    rules: list[dict[str, Any]] = [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}]
+    if single_pod:
+        # With several pods, one disrupted pod makes its peers exit 1 (the collective breaks):
+        # those failures are retried (backoffLimit) rather than ending the Job.
+        rules.append({"action": "FailJob", "onExitCodes": {"containerName": c.CONTAINER, "operator": "In",
+                                                           "values": DETERMINISTIC_EXIT_CODES}})
+    return {"rules": rules}
+
+
+def training_children(
     parent: c.Parent, job_name: str, component: str, parts: c.PodParts, spec, settings: Settings,
     output: OutputLocation,
-) -> dict[str, Any]:
+) -> list[dict[str, Any]]:
+    """The Job and, for several nodes, the headless Service before it. `parts.command` is the
+    method's own command line; scale and resume flags are added here."""
     multi_node = spec.nodes > 1
+    parts.command = [*parts.command, *scale_flags(spec), *RESUME_FLAGS]
+    parts.restart_policy = "Never"  # podFailurePolicy requires it
     if multi_node:
         parts.env = parts.env + distributed_env(job_name, spec)
         parts.subdomain = headless_service_name(job_name)
         parts.ports = [{"name": "rendezvous", "containerPort": spec.master_port}]
     template = c.pod_template(parent, component, parts, spec, settings)
-    job = c.job(
-        parent,
-        job_name,
-        component,
-        template,
-        spec.backoff_limit,
-        spec.active_deadline_seconds,
-        indexed_completions=spec.nodes if multi_node else None,
-    )
+    job = c.job(parent, job_name, component, template, spec.backoff_limit, spec.active_deadline_seconds,
+                indexed_completions=spec.nodes if multi_node else None)
+    job["spec"]["podFailurePolicy"] = pod_failure_policy(single_pod=not multi_node)
     # Where the result goes, on the Job itself: the parent's status is derived from the live Job
     # and never has to remember what was decided when the Job was created.
     job["metadata"]["annotations"].update(output.annotations())
-    return job
-
-
-def training_children(parent: c.Parent, job: dict[str, Any], component: str, spec) -> list[dict[str, Any]]:
-    """The Job and, for several nodes, the headless Service before it."""
-    if spec.nodes > 1:
-        return [build_headless_service(parent, job["metadata"]["name"], component, spec), job]
+    if multi_node:
+        return [build_headless_service(parent, job_name, component, spec), job]
     return [job]

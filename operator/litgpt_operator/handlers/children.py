@@ -1,0 +1,74 @@
+"""Acting only on our own children: an object of a child's name that another object controls (or
+nobody does) is left alone, and the parent says which object is in the way.
+
+Children are named after their parent, so after a delete-and-re-apply the new parent finds the old
+one's children (being garbage-collected) under the same names; comparing the controller's uid,
+never the name, keeps it from adopting them or reporting their results.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from litgpt_operator import kube
+from litgpt_operator.builders.common import Parent
+
+
+class InTheWay(Exception):
+    """An object of a child's name is not ours; the message says which and what to do."""
+
+    def __init__(self, obj: dict, parent: Parent):
+        self.message = in_the_way_message(obj, parent)
+        super().__init__(self.message)
+
+
+def in_the_way_message(obj: dict, parent: Parent) -> str:
+    what = f"{obj['kind']} {obj['metadata']['name']}"
+    owner = next((r for r in obj["metadata"].get("ownerReferences") or [] if r.get("controller")), None)
+    if owner and owner.get("kind") == parent.kind and owner.get("name") == parent.name:
+        return (f"{what} belongs to an earlier {parent.kind} {parent.name} (uid {owner.get('uid')}) and is being "
+                "garbage-collected; this one continues once it is gone.")
+    holder = f"{owner.get('kind')} {owner.get('name')}" if owner else "no litgpt object"
+    return (f"{what} already exists and is controlled by {holder}, so the operator leaves it alone. "
+            f"Delete or rename it (or rename this {parent.kind}) to proceed.")
+
+
+def is_ours(obj: dict, parent: Parent) -> bool:
+    return kube.controller_uid(obj) == parent.uid
+
+
+def ours(obj: Optional[dict], parent: Parent) -> Optional[dict]:
+    """`obj` if it is absent or ours; InTheWay otherwise."""
+    if obj is not None and not is_ours(obj, parent):
+        raise InTheWay(obj, parent)
+    return obj
+
+
+def get_ours(kind: str, parent: Parent, name: str) -> Optional[dict]:
+    return ours(kube.get(kind, parent.namespace, name), parent)
+
+
+def create_children(children: list[dict], parent: Parent) -> list[dict]:
+    """Create what is missing (in order); existing children are left as they are: Jobs are
+    immutable, and a finished one must not run again. Children without an owner (a shared
+    model cache claim) are used as found. -> the live objects."""
+    live = []
+    for child in children:
+        obj, _ = kube.create_or_get(child)
+        live.append(ours(obj, parent) if child["metadata"].get("ownerReferences") else obj)
+    return live
+
+
+def apply_children(children: list[dict], parent: Parent) -> None:
+    """Server-side apply the children; none of them if an object of one's name is not ours."""
+    for child in children:
+        get_ours(child["kind"], parent, child["metadata"]["name"])
+    for child in children:
+        kube.apply(child)
+
+
+def delete_child(kind: str, parent: Parent, name: str) -> None:
+    """Delete our child of that name, if there is one (never somebody else's object)."""
+    existing = kube.get(kind, parent.namespace, name)
+    if existing is not None and is_ours(existing, parent):
+        kube.delete(kind, parent.namespace, name, uid=existing["metadata"]["uid"])
