@@ -25,8 +25,11 @@ Devices = Union[int, Literal["auto"]]
 
 def default_precision() -> str:
     """bf16-mixed where the hardware has bfloat16 matrix units (master weights stay float32):
-    GPUs that support bf16, and CPUs with AMX; float16-mixed on older GPUs; float32 on other CPUs,
-    where bf16 would be emulated and slow (litgpt picks bf16-mixed on every CPU)."""
+    GPUs that support bf16, and CPUs with AMX; float16-mixed on older GPUs; float32 on other CPUs
+    (litgpt picks bf16-mixed on every CPU). CPUs with AVX512_BF16 dot products but no AMX (AMD Zen
+    4/5, Intel Cooper Lake) stay in float32: there bf16-mixed measured 0.63-0.76x of float32's
+    tokens per CPU-second for pretraining and every finetune method (benchmarks/bench_precision.py,
+    benchmarks/README.md "Training precision by CPU")."""
     import torch
 
     if torch.cuda.is_available():
