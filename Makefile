@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 
-.PHONY: venv cluster-bin cluster-up cluster-down test test-quick demo crds lint
+.PHONY: venv cluster-bin cluster-up cluster-down test test-quick test-real-node demo crds lint
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ cluster-down:
 # The whole suite, as CI runs it.
 test: venv cluster-bin
 	$(PY) -m pytest
+
+# The real node's tests (root): the kubelet, containerd and runc run the project's images, in the
+# node's own network namespace; the pytest process runs inside it too.
+test-real-node: venv cluster-bin
+	$(PY) -m litgpt_devcluster.realnode inside -- $(PY) -m pytest -m realnode tests/realnode
 
 # The quick local loop: no slow tests, no cluster.
 test-quick: venv

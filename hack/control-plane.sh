@@ -7,6 +7,10 @@
 #   hack/control-plane.sh env       print `export KUBECONFIG=...`   (eval "$(hack/control-plane.sh env)")
 #   hack/control-plane.sh status    list the running components
 #   hack/control-plane.sh down      stop everything `up` started
+#   hack/control-plane.sh up --real-node     the same control plane with a real node instead: kubelet,
+#                                            containerd, runc, CNI, kube-proxy, in a network namespace
+#                                            of its own (root; prints how to run kubectl in it)
+#   hack/control-plane.sh down --real-node   stop it and remove the namespace
 #
 # Binaries go to ${LITGPT_CACHE:-~/.cache/litgpt-operator}/bin/<version>/; `up` keeps its state
 # (certs, etcd data, logs, kubeconfig) in .../run/local/ (or --state-dir DIR before the command).
@@ -18,6 +22,7 @@ if [[ -z $python ]]; then
 fi
 # Everything except `install` is the Python implementation the pytest fixture uses too.
 # PYTHONPATH: `install` runs before the virtualenv exists (CI overlaps the two).
+rn_py() { (cd "$repo" && PYTHONPATH="$repo/devcluster${PYTHONPATH:+:$PYTHONPATH}" "$python" -m litgpt_devcluster.realnode "$@"); }
 cp_py() { (cd "$repo" && PYTHONPATH="$repo/devcluster${PYTHONPATH:+:$PYTHONPATH}" "$python" -m litgpt_devcluster.controlplane "$@"); }
 
 install() {
@@ -49,9 +54,23 @@ install() {
   "$dest/kubectl" version --client >&2 || true
 }
 
+real_node=0
+args=()
+for arg in "$@"; do
+  if [[ $arg == --real-node ]]; then real_node=1; else args+=("$arg"); fi
+done
+if ((real_node)); then
+  case ${args[0]:-} in
+    up|down) rn_py "${args[@]}" ;;
+    env|status) rn_py shell ;;
+    *) echo "--real-node goes with up, down, env or status" >&2; exit 2 ;;
+  esac
+  exit
+fi
+
 case ${1:-} in
   install) install ;;
   up|down|env|status|bin-dir|installed) cp_py "$@" ;;
   --state-dir) cp_py "$@" ;;
-  *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

@@ -89,17 +89,42 @@ def _client(dir: Path, ca: KeyPair, name: str, user: str, group: str | None = No
     return _make_leaf(dir, ca, name, subject, usage)
 
 
-def make_pki(dir: Path) -> Pki:
-    """Create a fresh PKI in `dir` (which must exist) and return where each file is."""
-    ca = _make_ca(dir)
-    serving = _make_leaf(
-        dir, ca, "apiserver", "/CN=kube-apiserver",
-        [
-            "keyUsage=critical,digitalSignature,keyEncipherment",
-            "extendedKeyUsage=serverAuth",
-            "subjectAltName=" + ",".join(SERVING_SANS),
-        ],
+def _server(dir: Path, ca: KeyPair, name: str, subject: str, sans: list[str]) -> KeyPair:
+    return _make_leaf(dir, ca, name, subject, [
+        "keyUsage=critical,digitalSignature,keyEncipherment",
+        "extendedKeyUsage=serverAuth",
+        "subjectAltName=" + ",".join(sans),
+    ])
+
+
+@dataclass(frozen=True)
+class NodePki:
+    """A real node's identities: the kubelet's client and serving pairs, kube-proxy's client."""
+
+    kubelet_client: KeyPair
+    kubelet_serving: KeyPair
+    kube_proxy: KeyPair
+
+
+def make_node_pki(dir: Path, ca: KeyPair, node: str, node_ip: str) -> NodePki:
+    """Certificates for the real node `node` at `node_ip`, signed by the control plane's CA."""
+    return NodePki(
+        # The Node authorizer knows a kubelet by this user and group: it may then read and
+        # write only its own Node and what its pods need.
+        kubelet_client=_client(dir, ca, "kubelet-client", f"system:node:{node}", "system:nodes"),
+        # The apiserver reaches the kubelet (logs, exec) at the node's InternalIP.
+        kubelet_serving=_server(dir, ca, "kubelet-serving", f"/CN={node}", [f"IP:{node_ip}", f"DNS:{node}"]),
+        # The bootstrap policy binds system:node-proxier to this user.
+        kube_proxy=_client(dir, ca, "kube-proxy", "system:kube-proxy"),
     )
+
+
+def make_pki(dir: Path, extra_ips: tuple[str, ...] = ()) -> Pki:
+    """Create a fresh PKI in `dir` (which must exist) and return where each file is.
+    `extra_ips`: more addresses the apiserver is reached at (the real node's address)."""
+    ca = _make_ca(dir)
+    serving = _server(dir, ca, "apiserver", "/CN=kube-apiserver",
+                      [*SERVING_SANS, *(f"IP:{ip}" for ip in extra_ips)])
     sa_key, sa_pub = dir / "sa.key", dir / "sa.pub"
     _openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", str(sa_key), cwd=dir)
     _openssl("ec", "-in", str(sa_key), "-pubout", "-out", str(sa_pub), cwd=dir)

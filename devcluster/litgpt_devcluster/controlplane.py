@@ -60,9 +60,9 @@ DEFAULT_NODES = (
 
 # --- the control plane -----------------------------------------------------------------------
 
-def _free_port() -> int:
+def _free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return sock.getsockname()[1]
 
 
@@ -91,6 +91,10 @@ class ControlPlane:
     agent_mode: str = "simulate"
     # Kill the components if this Python process dies (the fixture); `up` leaves them running.
     tie_to_parent: bool = False
+    # Where the apiserver listens and what it advertises. 127.0.0.1 for the node agent; the
+    # real node's address inside its network namespace (litgpt_devcluster.realnode), so that
+    # pods reach the apiserver through the `kubernetes` Service.
+    address: str = "127.0.0.1"
     _procs: dict[str, processes.Managed] = field(default_factory=dict, init=False, repr=False)
     server: str = field(default="", init=False)
 
@@ -132,9 +136,11 @@ class ControlPlane:
 
     def _start_once(self, bins: Path, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
-        pki = certs.make_pki(self.state_dir / "pki")
-        etcd_port, peer_port, api_port, kcm_port, sched_port = (_free_port() for _ in range(5))
-        self.server = f"https://127.0.0.1:{api_port}"
+        loopback = self.address == "127.0.0.1"
+        pki = certs.make_pki(self.state_dir / "pki", extra_ips=() if loopback else (self.address,))
+        etcd_port, peer_port, kcm_port, sched_port = (_free_port() for _ in range(4))
+        api_port = _free_port(self.address)
+        self.server = f"https://{self.address}:{api_port}"
         self.kubeconfig.write_text(_kubeconfig(self.server, pki.ca.cert, pki.admin, "admin"))
         kcm_kubeconfig = self.state_dir / "kcm" / "kubeconfig"
         kcm_kubeconfig.write_text(_kubeconfig(self.server, pki.ca.cert, pki.controller_manager, "kcm"))
@@ -161,8 +167,8 @@ class ControlPlane:
         self._spawn("kube-apiserver", [
             str(bins / "kube-apiserver"),
             f"--etcd-servers={etcd_url}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            f"--bind-address={self.address}",
+            f"--advertise-address={self.address}",
             f"--secure-port={api_port}",
             f"--cert-dir={self.state_dir / 'pki'}",
             f"--tls-cert-file={pki.serving.cert}",
@@ -175,7 +181,9 @@ class ControlPlane:
             "--requestheader-username-headers=X-Remote-User",
             "--requestheader-group-headers=X-Remote-Group",
             "--requestheader-extra-headers-prefix=X-Remote-Extra-",
-            "--authorization-mode=RBAC",
+            # Node: a real kubelet (system:node:<name>) may touch only its own Node and pods.
+            "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NodeRestriction",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={pki.service_account_pub}",
@@ -192,7 +200,8 @@ class ControlPlane:
             "--enable-priority-and-fairness=false",
             # The `kubernetes` Service cannot point at 127.0.0.1 (endpoint validation forbids
             # loopback addresses); exec-mode pods get KUBERNETES_SERVICE_HOST=127.0.0.1 instead.
-            "--endpoint-reconciler-type=none",
+            # At the real node's address, the default reconciler makes it the Service's endpoint.
+            *(["--endpoint-reconciler-type=none"] if loopback else []),
         ])
         ca_context = ssl.create_default_context(cafile=str(pki.ca.cert))
         ca_context.load_cert_chain(str(pki.admin.cert), str(pki.admin.key))

@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,17 +32,13 @@ import yaml
 
 from litgpt_devcluster import controlplane
 from litgpt_devcluster.controlplane import REPO_ROOT as REPO, ControlPlane
+from litgpt_devcluster.e2e_nodes import ExecNode, RealNode, free_port, pod_processes  # noqa: F401 - API
 
 CHART = REPO / "charts" / "litgpt-operator"
 REPO_ID = "litgpt-demo/tiny-llama"
 API = "litgpt.dev/v1alpha1"
 PLURAL = {"LitGPTModel": "litgptmodels", "FinetuneJob": "finetunejobs", "PretrainJob": "pretrainjobs",
           "ModelServer": "modelservers"}
-# Runtime pods must land on the exec node (the only one that really runs commands).
-ON_EXEC_NODE = {
-    "nodeSelector": {"node.litgpt.dev/mode": "exec"},
-    "tolerations": [{"key": "node.litgpt.dev/exec", "operator": "Exists", "effect": "NoSchedule"}],
-}
 EXEC_NODE = "exec-0:cpu=16,memory=64Gi,pods=50,nvidia.com/gpu=2,mode=exec"
 SMALL = {"requests": {"cpu": "100m", "memory": "256Mi"}}
 
@@ -67,12 +62,6 @@ TINY_CONFIG = {"name": "tiny-pretrain", "block_size": 64, "vocab_size": 320, "pa
                "n_layer": 2, "n_embd": 32, "n_head": 4, "n_query_groups": 2, "intermediate_size": 64,
                "norm_class_name": "RMSNorm", "mlp_class_name": "LLaMAMLP", "rotary_percentage": 1.0,
                "parallel_residual": False, "bias": False}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(check: Callable[[], Any], what: str, timeout_s: float, interval_s: float = 1.0,
@@ -111,7 +100,8 @@ class Names:
 
 @dataclass
 class Flow:
-    """The flow's steps against a running control plane with the exec node `exec-0`."""
+    """The flow's steps against a running control plane with the exec node `exec-0` (`node`
+    left out) or the real node (`node=RealNode(cluster)`)."""
 
     cp: ControlPlane
     work: Path
@@ -121,6 +111,15 @@ class Flow:
     hub: Any = None
     server_port: int = 0
     seen_phases: dict[str, list[str]] = field(default_factory=dict)
+    node: Any = None  # ExecNode or RealNode (e2e_nodes): where pods run, how they are reached
+
+    def __post_init__(self) -> None:
+        if self.node is None:
+            self.node = ExecNode(self.cp)
+
+    @property
+    def placement(self) -> dict:
+        return self.node.placement
 
     # --- plumbing -----------------------------------------------------------------------------
 
@@ -178,12 +177,7 @@ class Flow:
 
     def pod_logs_tail(self, lines: int = 30) -> str:
         """The last lines of every pod log of the flow (and the operator's), for failure messages."""
-        out = []
-        for ns in (self.names.namespace, self.names.operator_namespace):
-            for log in sorted((self.agent_dir / "pods").glob(f"{ns}_*/logs/*.log")):
-                text = log.read_text(errors="replace").splitlines()[-lines:]
-                out.append(f"--- {log.parent.parent.name}/{log.name}\n" + "\n".join(text))
-        return "\n".join(out)
+        return self.node.logs((self.names.namespace, self.names.operator_namespace), lines)
 
     def claim_folder(self, claim: str) -> Path:
         """The local folder behind a bound claim (its PersistentVolume's hostPath)."""
@@ -205,19 +199,15 @@ class Flow:
 
     def install_chart(self, hf_endpoint: str) -> dict:
         """helm install the chart: CRDs, RBAC, the operator Deployment on the exec node."""
+        node_values = self.node.chart_values()
         values = {
             "replicaCount": 1,
             "peering": {"enabled": False},
-            # The exec node has no image: the pod runs this virtualenv's operator.
-            "command": [sys.executable, "-m", "litgpt_operator"],
             "watch": {"namespaces": [self.names.namespace]},
-            # Every exec pod shares this host's network: give the operator's ports free numbers.
-            "health": {"port": free_port()},
-            "metrics": {"port": free_port()},
-            "runtime": {"image": "litgpt-runtime:local", "hfEndpoint": hf_endpoint,
-                        "defaultResources": SMALL},
+            **node_values,
+            "runtime": {**node_values.get("runtime", {}), "hfEndpoint": hf_endpoint, "defaultResources": SMALL},
             "operator": {"retryDelaySeconds": 1, "logFormat": "plain"},
-            **ON_EXEC_NODE,
+            **self.placement,
         }
         path = self.work / "values.yaml"
         path.write_text(yaml.safe_dump(values))
@@ -238,8 +228,7 @@ class Flow:
         return running[0]
 
     def operator_log(self) -> str:
-        logs = sorted((self.agent_dir / "pods").glob(f"{self.names.operator_namespace}_*/logs/*.log"))
-        return "\n".join(p.read_text(errors="replace") for p in logs)
+        return self.node.full_log(self.names.operator_namespace)
 
     # --- the local Hub -------------------------------------------------------------------------
 
@@ -251,7 +240,7 @@ class Flow:
         target = root / REPO_ID
         if not (target / "config.json").exists():
             make_hf_model_dir("llama", target)
-        self.hub = HubServer(root).start()
+        self.hub = HubServer(root, host=self.node.hub_host).start()
         return self.hub.url
 
     def stop_hub(self) -> None:
@@ -264,7 +253,7 @@ class Flow:
     def model_manifest(self) -> dict:
         return {"apiVersion": API, "kind": "LitGPTModel", "metadata": {"name": self.names.model},
                 "spec": {"repoId": REPO_ID, "checkpointRootPVC": {"claimName": self.names.cache_claim, "size": "1Gi"},
-                         "resources": SMALL, **ON_EXEC_NODE}}
+                         "resources": SMALL, **self.placement}}
 
     def finetune_manifest(self, name: str, data: dict) -> dict:
         return {"apiVersion": API, "kind": "FinetuneJob", "metadata": {"name": name},
@@ -272,7 +261,7 @@ class Flow:
                          "data": {**data, "valSplitFraction": 0.2},
                          "train": {"epochs": 1, "globalBatchSize": 2, "microBatchSize": 1, "maxSeqLength": 64},
                          "lora": {"r": 4, "alpha": 8},
-                         "gpusPerNode": 0, "resources": SMALL, **ON_EXEC_NODE}}
+                         "gpusPerNode": 0, "resources": SMALL, **self.placement}}
 
     def apply_model_and_finetune(self) -> None:
         """The model and, right away, a FinetuneJob that must wait for it."""
@@ -310,11 +299,11 @@ class Flow:
         self.server_port = free_port()
         self.apply({"apiVersion": API, "kind": "ModelServer", "metadata": {"name": name or self.names.server},
                     "spec": {**ref, "replicas": 1, "port": self.server_port, "gpus": 0, "maxNewTokens": 16,
-                             "resources": SMALL, **ON_EXEC_NODE}})
+                             "resources": SMALL, **self.placement}})
 
     def server_address(self, name: Optional[str] = None) -> str:
-        """The local address behind the ModelServer's Service: the exec node runs pods on the host
-        network, so the Service's target port on an endpoint is a port on 127.0.0.1."""
+        """The address of the ModelServer's Service once it has a ready endpoint (exec node: the
+        endpoint's port on 127.0.0.1; real node: the Service's ClusterIP)."""
         name = name or self.names.server
         self.wait_phase("ModelServer", name, "Ready")
         service_name = self.status("ModelServer", name).get("serviceName") or name
@@ -323,7 +312,9 @@ class Flow:
             ready = [e for e in piece.get("endpoints") or [] if (e.get("conditions") or {}).get("ready")]
             ports = [p["port"] for p in piece.get("ports") or [] if p.get("port")]
             if ready and ports:
-                return f"http://127.0.0.1:{ports[0]}"
+                service = json.loads(self.kubectl("get", "service", service_name, "-n", self.names.namespace,
+                                                  "-o", "json"))
+                return self.node.service_url(service, ports[0])
         raise FlowError(f"Service {service_name} has no ready endpoint: {json.dumps(slices)[-2000:]}")
 
     @staticmethod
@@ -361,7 +352,7 @@ class Flow:
                              "train": {"maxSteps": 3, "globalBatchSize": 4, "microBatchSize": 1,
                                        "maxSeqLength": 32},
                              "nodes": 2, "gpusPerNode": 0, "masterPort": free_port(),
-                             "resources": SMALL, **ON_EXEC_NODE}})
+                             "resources": SMALL, **self.placement}})
 
     def pretrain_pods(self) -> list[dict]:
         job = (self.status("PretrainJob", self.names.pretrain).get("jobName")
@@ -411,12 +402,7 @@ class Flow:
                    if ((pv["spec"].get("claimRef") or {}).get("namespace")) == ns]
         if volumes:
             left["persistentvolumes"] = volumes
-        claim_folders = self.agent_dir / "pvc" / ns  # the provisioner's; removed with their volumes
-        if claim_folders.is_dir() and any(claim_folders.iterdir()):
-            left["claim folders"] = [p.name for p in claim_folders.iterdir()]
-        processes = pod_processes(self.agent_dir, ns)
-        if processes:
-            left["processes"] = processes
+        left.update(self.node.leftovers(ns))
         return left
 
     def nothing_left(self) -> None:
@@ -429,22 +415,6 @@ class Flow:
                         str(self.cp.kubeconfig), "--wait", "--timeout", "120s"], capture_output=True, timeout=180)
 
 
-def pod_processes(agent_dir: Path, namespace: str) -> list[str]:
-    """Local processes whose command line names one of the namespace's pod or claim folders."""
-    marks = (f"{agent_dir}/pods/{namespace}_", f"{agent_dir}/pvc/{namespace}/")
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            argv = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if any(mark in argv for mark in marks):
-            found.append(f"{proc.name}: {argv[:160]}")
-    return found
-
-
 # --- the demo: every step with progress --------------------------------------------------------
 
 def step(number: int, text: str) -> None:
@@ -454,7 +424,7 @@ def step(number: int, text: str) -> None:
 def run_flow(flow: Flow, keep_serving: bool) -> Optional[str]:
     """Every step, printing progress; returns the address of the server left up (keep_serving)."""
     names = flow.names
-    step(1, "Control plane is up; installing the chart (CRDs, RBAC, operator as a pod on exec-0)")
+    step(1, f"Control plane is up; installing the chart (CRDs, RBAC, operator as a pod on {flow.node.node_name})")
     flow.create_namespaces()
     hub_url = flow.start_hub()
     print(f"    local Hub at {hub_url} serving {REPO_ID} (a tiny random Llama)")
@@ -488,7 +458,7 @@ def run_flow(flow: Flow, keep_serving: bool) -> Optional[str]:
         print(f"    pod {pod['metadata']['name']}: MASTER_ADDR={env.get('MASTER_ADDR')} "
               f"WORLD_SIZE={env.get('WORLD_SIZE')} NODE_RANK="
               f"{pod['metadata']['annotations'].get('batch.kubernetes.io/job-completion-index')} "
-              f"(MASTER_ADDR is 127.0.0.1 on the exec node)")
+              f"({flow.node.master_addr_note})")
     print(f"    output {status.get('outputClaimName')}:{status.get('outputPath')}")
 
     step(6, f"FinetuneJob {names.broken} on a broken dataset")
@@ -522,33 +492,61 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--down", action="store_true", default=os.environ.get("DEMO_TEARDOWN") == "1",
                         help="stop the control plane at the end (also DEMO_TEARDOWN=1)")
     parser.add_argument("--state-dir", type=Path, default=controlplane.cache_root() / "run" / "demo")
+    parser.add_argument("--real-node", action="store_true",
+                        help="run on the real node started by `hack/control-plane.sh up --real-node`, from inside "
+                             "its network namespace (hack/demo.sh does both when the machine allows it)")
     args = parser.parse_args(argv)
     # A plain `kill` unwinds like Ctrl-C, so the hub stops and --down still tears down.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
-    cp = ControlPlane(args.state_dir, nodes=(EXEC_NODE,), agent_mode="exec")
-    if cp.running():
-        print(f"stopping the previous demo cluster in {args.state_dir}", flush=True)
-        cp.stop()
-    print(f"starting the control plane and the node agent (exec node exec-0) in {args.state_dir}", flush=True)
     started = time.monotonic()
-    cp.start()
-    print(f"    up in {time.monotonic() - started:.0f}s at {cp.server}", flush=True)
+    if args.real_node:
+        from litgpt_devcluster.realnode.__main__ import default_state_dir
+        from litgpt_devcluster.realnode.node import RealCluster
+
+        cluster = RealCluster(default_state_dir())
+        try:
+            cluster.check_inside()
+        except controlplane.ControlPlaneError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        if "kubelet" not in cluster.running():
+            print("error: the real node is not running: start it with hack/control-plane.sh up --real-node",
+                  file=sys.stderr)
+            return 1
+        cp, node = cluster.cp, RealNode(cluster)
+        print(f"using the real node in {default_state_dir()}", flush=True)
+    else:
+        cp = ControlPlane(args.state_dir, nodes=(EXEC_NODE,), agent_mode="exec")
+        if cp.running():
+            print(f"stopping the previous demo cluster in {args.state_dir}", flush=True)
+            cp.stop()
+        print(f"starting the control plane and the node agent (exec node exec-0) in {args.state_dir}", flush=True)
+        cp.start()
+        node = ExecNode(cp)
+        print(f"    up in {time.monotonic() - started:.0f}s at {cp.server}", flush=True)
     work = Path(tempfile.mkdtemp(prefix="litgpt-demo-"))
-    flow = Flow(cp, work)
+    flow = Flow(cp, work, node=node)
     ok, address = False, None
     try:
         address = run_flow(flow, keep_serving=not args.down)
         ok = True
     except FlowError as error:
         print(f"\nerror: {error}", file=sys.stderr)
-        print(f"component logs: {cp.state_dir / 'logs'}; pod logs: {flow.agent_dir / 'pods'}", file=sys.stderr)
+        print(f"component logs: {cp.state_dir / 'logs'}"
+              + ("" if args.real_node else f"; pod logs: {flow.agent_dir / 'pods'}"), file=sys.stderr)
     finally:
         flow.stop_hub()
-        if args.down:
+        if args.down and not args.real_node:  # the real node: hack/demo.sh stops it and its namespace
             cp.stop()
     print(f"\n{'finished' if ok else 'stopped'} after {time.monotonic() - started:.0f}s", flush=True)
-    if ok and not args.down:
+    if ok and not args.down and args.real_node:
+        print(f"""
+The real node is still up, serving ModelServer {flow.names.base_server} at {address} (its Service's
+ClusterIP, which exists only inside the node's network namespace):
+    python -m litgpt_devcluster.realnode shell    # how to run kubectl in the namespace
+Stop it with: hack/control-plane.sh down --real-node""")
+    elif ok and not args.down:
         print(f"""
 The cluster is still up (pods run as local processes via our node agent, not a real kubelet):
     export KUBECONFIG={cp.kubeconfig}

@@ -68,6 +68,8 @@ class RepoFile:
 @dataclass
 class HubServer:
     root: Path
+    # 127.0.0.1; the real node's address inside its network namespace, for pods to reach it.
+    host: str = "127.0.0.1"
     gated: dict[str, set[str]] = field(default_factory=dict)
     valid_tokens: set[str] = field(default_factory=set)
     drop_once: dict[str, int] = field(default_factory=dict)
@@ -94,7 +96,7 @@ class HubServer:
         class Handler(_HubHandler):
             server_state = hub
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = ThreadingHTTPServer((self.host, 0), Handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="hub-server", daemon=True)
         self._thread.start()

@@ -61,6 +61,9 @@ def volume_for(claim: dict, folder: Path) -> dict:
 
 
 class Provisioner:
+    """Provisions claims of the `local` class as hostPath volumes under `work_dir`/pvc. The node
+    agent runs it in a thread; the real node as its own process (`python -m ...provisioner`)."""
+
     def __init__(self, api_client: client.ApiClient, work_dir: Path, stopping: threading.Event):
         self.core = client.CoreV1Api(api_client)
         self.storage = client.StorageV1Api(api_client)
@@ -96,6 +99,9 @@ class Provisioner:
             meta = claim["metadata"]
             folder = claim_folder(self.work_dir, meta["namespace"], meta["name"])
             folder.mkdir(parents=True, exist_ok=True)
+            # Writable for the pods' non-root user, as local-path provisioners make them: a
+            # hostPath volume keeps the folder's owner (fsGroup does not apply to hostPath).
+            folder.chmod(0o777)
             try:
                 self.core.create_persistent_volume(volume_for(claim, folder))
                 log.info("provisioned %s for claim %s/%s", f"pvc-{meta['uid']}", meta["namespace"], meta["name"])
@@ -118,3 +124,24 @@ class Provisioner:
             if volume.spec.host_path and Path(volume.spec.host_path.path).is_relative_to(self.work_dir):
                 shutil.rmtree(volume.spec.host_path.path, ignore_errors=True)
             log.info("deleted released volume %s", volume.metadata.name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from kubernetes import config
+
+    parser = argparse.ArgumentParser(description="the local volume provisioner, on its own")
+    parser.add_argument("--kubeconfig", required=True)
+    parser.add_argument("--work-dir", required=True, type=Path, help="claim folders go to WORK_DIR/pvc/")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    provisioner = Provisioner(config.new_client_from_config(config_file=args.kubeconfig), args.work_dir,
+                              threading.Event())
+    provisioner.install_storage_class()
+    provisioner.run()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
