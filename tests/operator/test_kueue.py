@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from production_support import finetune_body, finetune_children
+from tests.operator.finetune_bodies import finetune_body, finetune_children
 
 from litgpt_operator import observe
 from litgpt_operator.builders.common import PRIORITY_LABEL, QUEUE_LABEL

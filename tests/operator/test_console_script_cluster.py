@@ -1,5 +1,5 @@
-"""The production features through the running operator (its console script, admin credentials,
-watching one namespace): Kueue queueing, the fit check, attempts in status, Prometheus metrics."""
+"""Kueue queueing, the fit check, attempts in status and Prometheus metrics through the running
+operator (its console script, admin credentials, watching one namespace)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Builders' inputs for the production-feature tests (a FinetuneJob as the API server stores it)."""
+"""A FinetuneJob as the API server stores it, and its children as the builders make them (no cluster)."""
 
 from __future__ import annotations
 

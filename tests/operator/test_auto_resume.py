@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from production_support import finetune_body, finetune_children
+from tests.operator.finetune_bodies import finetune_body, finetune_children
 
 from litgpt_operator import progress
 

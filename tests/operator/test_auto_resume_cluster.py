@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from production_support import SETTINGS, finetune_body
+from tests.operator.finetune_bodies import SETTINGS, finetune_body
 
 from litgpt_operator import progress
 from litgpt_operator.api import FINETUNE_JOB

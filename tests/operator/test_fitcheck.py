@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from production_support import finetune_body
+from tests.operator.finetune_bodies import finetune_body
 
 from litgpt_operator import fitcheck
 from litgpt_operator.api import FINETUNE_JOB
