@@ -117,6 +117,13 @@ def apply(obj: dict) -> dict:
         body=obj, name=meta["name"], namespace=meta["namespace"], field_manager=FIELD_MANAGER, force_conflicts=True))
 
 
+def patch(kind: str, namespace: str, name: str, merge_patch: dict, uid: str) -> dict:
+    """JSON merge patch of that very object (`uid` as a precondition: never a successor's)."""
+    body = {**merge_patch, "metadata": {**merge_patch.get("metadata", {}), "uid": uid}}
+    return _plain(resource(kind).patch(body=body, name=name, namespace=namespace,
+                                       content_type="application/merge-patch+json"))
+
+
 def delete(kind: str, namespace: str, name: str, uid: Optional[str] = None) -> bool:
     """Delete (background propagation); with `uid`, only that very object (a precondition)."""
     body: dict[str, Any] = {"propagationPolicy": "Background"}

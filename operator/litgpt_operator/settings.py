@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     tmp_size_limit: str = Field("10Gi", pattern=QUANTITY, description="sizeLimit of runtime pods' /tmp (emptyDir).")
     shm_size_limit: str = Field("2Gi", pattern=QUANTITY,
                                 description="sizeLimit of training pods' memory-backed /dev/shm.")
+    resume_budget: int = Field(
+        10, ge=0, le=1000,
+        description="Evictions (or lost nodes) a training Job resumes from; one more stops it as failed.")
     hf_endpoint: Optional[str] = Field(None, description="HF_ENDPOINT for download pods (a Hub mirror).")
     retry_delay_seconds: float = Field(10.0, gt=0, description="Delay before re-checking an unmet dependency.")
     log_tail_lines: int = Field(20, ge=0, le=200, description="Pod log lines quoted in failure messages.")

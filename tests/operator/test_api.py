@@ -146,9 +146,9 @@ def test_rbac_covers_every_resource_the_operator_touches():
         assert "get" in granted.get((group, plural), set()), kind
     assert granted[("", "pods")] == {"get", "list", "watch"}  # read-only: the operator never touches pods
     assert ("", "secrets") not in granted  # the token is referenced, never read
-    # Nothing the code does not do: Jobs, claims and ConfigMaps are created, never changed; only
-    # the watched kinds are listed.
-    assert granted[("batch", "jobs")] == {"get", "list", "watch", "create"}
+    # Nothing the code does not do: claims and ConfigMaps are created, never changed; only the
+    # watched kinds are listed.
+    assert granted[("batch", "jobs")] == {"get", "list", "watch", "create", "patch"}
     assert granted[("", "configmaps")] == granted[("", "persistentvolumeclaims")] == {"get", "create"}
     assert granted[("", "services")] == {"get", "create", "patch"}
     assert granted[("", "events")] == {"create"} and ("events.k8s.io", "events") not in granted

@@ -120,3 +120,34 @@ def test_deleting_a_parent_garbage_collects_its_children(k8s, operator):
     wait_for(lambda: not k8s.list("Pod", {"batch.kubernetes.io/job-name": "ft-finetune"}), "the Job's pods to go", timeout_s=60)
     # The model (not owned by the finetune) and its cache stay.
     assert k8s.get("LitGPTModel", "pythia") is not None and k8s.get("PersistentVolumeClaim", "cache") is not None
+
+
+def test_evictions_past_the_resume_budget_stop_the_job(k8s, monkeypatch):
+    """Each eviction is resumed (a new pod, not counted as a failure) until the operator's resume
+    budget is used up; the next one stops the Job, and the FinetuneJob says why."""
+    from kubernetes import client
+
+    for key, value in {**OPERATOR_ENV, "LITGPT_OPERATOR_RESUME_BUDGET": "1"}.items():
+        monkeypatch.setenv(key, value)
+    runner = OperatorRunner(k8s.namespace).start()
+    core = client.CoreV1Api(k8s.kube.api_client())
+    try:
+        ready_model(k8s)
+        k8s.apply(finetune(podMetadata={"annotations": {RUN_SECONDS: "600"}}))
+        evicted: list[str] = []
+        for attempt in (1, 2):
+            pod = wait_for(lambda: next((p["metadata"]["name"] for p in k8s.list("Pod", {"batch.kubernetes.io/job-name": "ft-finetune"})
+                                         if p["metadata"]["name"] not in evicted and (p.get("status") or {}).get("phase") == "Running"), None),
+                           f"running pod of attempt {attempt}", timeout_s=60)
+            wait_for(lambda: (k8s.get("FinetuneJob", "ft").get("status") or {}).get("currentPod") == pod,
+                     f"attempt {attempt} in the status", timeout_s=30)
+            core.create_namespaced_pod_eviction(pod, k8s.namespace, client.V1Eviction(
+                metadata=client.V1ObjectMeta(name=pod, namespace=k8s.namespace)))
+            evicted.append(pod)  # the first eviction is resumed: the loop finds the next attempt's pod
+        body = k8s.wait_phase("FinetuneJob", "ft", "Failed", timeout=90)
+    finally:
+        runner.stop()
+    failed = condition(body, "Failed")
+    assert failed["reason"] == "ResumeBudgetExhausted" and "after 2 resumes" in failed["message"], failed
+    assert body["status"]["attempts"] == 3
+    assert not runner.crashes(), "\n".join(runner.crashes())

@@ -11,6 +11,8 @@ Auto-resume, decided here with the rest of the command line:
     control plane sets on eviction, preemption and on pods of a lost node) against `backoffLimit`,
     so the Job controller simply creates a new pod; and on one pod, fails the Job at once when the
     runtime exits 1 or 2 (a user error or a crash: running it again cannot help).
+Ignored disruptions have no bound in the Job controller: the operator counts them (the parent's
+`status.attempts`) and stops a Job past its resume budget with `stop_patch`.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 RESUME_FLAGS = ["--resume", "auto"]
 # `litgpt` exits 1 on a UserError (and Python on an uncaught exception), 2 on a usage error.
 DETERMINISTIC_EXIT_CODES = [1, 2]
+# On a Job the operator stopped: why (the parent's failure message starts with it).
+STOPPED_ANNOTATION = "litgpt.dev/stopped"
 
 
 def scale_flags(spec) -> list[str]:
@@ -101,3 +105,9 @@ def training_children(
     if multi_node:
         return [build_headless_service(parent, job_name, component, spec), job]
     return [job]
+
+
+def stop_patch(reason: str) -> dict[str, Any]:
+    """A merge patch ending a running Job now (its active deadline already past: the Job
+    controller terminates its pods and marks it failed), saying why."""
+    return {"metadata": {"annotations": {STOPPED_ANNOTATION: reason}}, "spec": {"activeDeadlineSeconds": 1}}

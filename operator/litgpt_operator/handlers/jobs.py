@@ -4,12 +4,14 @@ for, the spec-change rule, and the one reconcile of the training kinds (Finetune
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from litgpt_operator import fitcheck, kube, observe, progress
 from litgpt_operator.builders.common import CONTAINER, GENERATION_ANNOTATION, Parent
 from litgpt_operator.builders.sources import ModelCheckpoint, OutputLocation
+from litgpt_operator.builders.training import STOPPED_ANNOTATION, stop_patch
 from litgpt_operator.handlers.children import create_children, get_ours
 from litgpt_operator.settings import Settings
 from litgpt_operator.status import FALSE, Cond, Observed
@@ -139,6 +141,26 @@ def training_fields(namespace: str, job_name: str, previous_status: dict, runnin
     return fields
 
 
+def within_resume_budget(parent: Parent, job: dict, state: observe.JobState, attempts: Optional[int],
+                         settings: Settings) -> observe.JobState:
+    """A training Job resumed after more evictions (or lost nodes) than `settings.resume_budget`
+    is stopped (the Job controller ignores disruptions without bound), and reads as failed with
+    reason ResumeBudgetExhausted."""
+    stopped = (job["metadata"].get("annotations") or {}).get(STOPPED_ANNOTATION)
+    if stopped:
+        if state.phase == "Failed":
+            return dataclasses.replace(state, reason="ResumeBudgetExhausted", message=f"{stopped} {state.message}")
+        return state
+    # Pods beyond the first that the Job's failure count does not explain: resumed disruptions.
+    resumes = (attempts or 1) - 1 - int((job.get("status") or {}).get("failed") or 0)
+    if state.phase in ("Pending", "Running") and resumes > settings.resume_budget:
+        message = (f"Job {job['metadata']['name']} was stopped after {resumes} resumes from evictions or lost "
+                   f"nodes (the operator's resume budget is {settings.resume_budget}); find out why its pods "
+                   "are evicted (node pressure, preemption), then delete and re-create the object.")
+        kube.patch("Job", parent.namespace, job["metadata"]["name"], stop_patch(message), job["metadata"]["uid"])
+    return state
+
+
 def previous_condition(body: dict, type_: str) -> Optional[Cond]:
     """A condition as the last reconcile wrote it (kept while it cannot be recomputed)."""
     for cond in (body.get("status") or {}).get("conditions") or []:
@@ -182,9 +204,10 @@ def reconcile_training(body: dict, spec: Any, settings: Settings, job_name: str,
         job, state = start_job(parent, run.children, settings)
     else:
         fit = previous_condition(body, fitcheck.CONDITION)
-    phase, outcome = job_outcome(state)
     fields.update(output_fields(job), startTime=state.start_time, completionTime=state.completion_time)
     fields.update(training_fields(parent.namespace, job_name, body.get("status") or {}, state.phase == "Running"))
+    state = within_resume_budget(parent, job, state, fields.get("attempts"), settings)
+    phase, outcome = job_outcome(state)
     spec_change = spec_change_condition(parent.kind, parent.generation, job, state)
     conditions = [*([models_ready] if refs else []), *([fit] if fit else []), *outcome,
                   *([spec_change] if spec_change else [])]
