@@ -30,6 +30,7 @@ def main(
     max_seq_length: Optional[int] = 2048,
     precision: Optional[str] = None,
     model_name: Optional[str] = None,
+    adapters: Optional[str] = None,
     access_token: Optional[str] = None,
     api_key: Optional[str] = None,
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info",
@@ -61,6 +62,9 @@ def main(
             most the model's block size. None = the block size.
         precision: 32-true, bf16-true or 16-true (default: bf16 on GPUs, 32-true on CPU).
         model_name: The name clients put in "model" (default: the repo id).
+        adapters: LoRA finetunes of this model to serve beside it, on one copy of the base weights:
+            name=path[,name=path...], each path the final/ folder of `litgpt finetune_lora --merge
+            false`. Clients pick one with "model": name; /v1/models lists them all.
         access_token: Hugging Face token for gated models (default: $HF_TOKEN).
         api_key: Require `Authorization: Bearer <key>` on every route but /health, /ready and
             /metrics (default: $LITGPT_API_KEY; unset = no key). Prefer the variable: an option is
@@ -90,12 +94,17 @@ def main(
     if api_key is not None and not api_key.strip():
         raise UserError(f"The API key (--api_key or ${ENV_VAR}) is empty; set a key, or unset it to serve without one.")
 
+    from litgpt_runtime.serve.adapters import parse_adapters
+
+    adapter_dirs = parse_adapters(adapters, {model_name or repo_id, repo_id})
     checkpoint_dir = ensure_checkpoint(repo_id, checkpoint_root_dir, access_token=access_token)
     config = Config.from_checkpoint(checkpoint_dir)
     if max_seq_length is None or max_seq_length > config.block_size:
         max_seq_length = config.block_size
     if max_seq_length < 2:
         raise UserError("--max_seq_length must be at least 2.")
+    if adapter_dirs:  # fail here, with the reason, rather than in the worker after the server started
+        check_adapters(config, adapter_dirs, checkpoint_dir)
     _check_accelerator(accelerator, devices)
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the API process is forked after use
@@ -104,7 +113,8 @@ def main(
                           accelerator=accelerator, devices=devices, workers_per_device=workers_per_device,
                           max_batch_size=max_batch_size, max_waiting=max_waiting,
                           max_seq_length=max_seq_length, precision=precision, max_new_tokens=max_new_tokens,
-                          temperature=temperature, top_k=top_k, top_p=top_p, api_key=api_key)
+                          temperature=temperature, top_k=top_k, top_p=top_p, api_key=api_key,
+                          adapters=adapter_dirs)
 
     # Kubernetes stops pods with SIGTERM: treat it like Ctrl-C so that LitServe shuts its API and
     # inference processes down instead of leaving them orphaned.
@@ -133,10 +143,24 @@ def _check_accelerator(accelerator: str, devices: int) -> None:
         raise UserError("--accelerator mps was asked for, but MPS is not available; use auto or cpu.")
 
 
+def check_adapters(config, adapter_dirs: dict[str, Path], checkpoint_dir: Path) -> None:
+    """Attach the adapters to a weightless (meta) copy of the model: every file, key and shape is
+    checked, and nothing is computed."""
+    import torch
+
+    from litgpt_runtime.model import GPT
+    from litgpt_runtime.serve.adapters import attach_adapters
+
+    with torch.device("meta"):
+        model = GPT(config)
+    attach_adapters(model, list(adapter_dirs.items()), checkpoint_dir)
+
+
 def build_server(checkpoint_dir: Path, tokenizer, *, served_name: str, aliases: set[str], accelerator: str,
                  devices: int, workers_per_device: int, max_batch_size: int, max_seq_length: int, precision: Optional[str],
                  max_new_tokens: int, temperature: float, top_k: Optional[int], top_p: float,
-                 max_waiting: Optional[int] = None, api_key: Optional[str] = None):
+                 max_waiting: Optional[int] = None, api_key: Optional[str] = None,
+                 adapters: Optional[dict[str, Path]] = None):
     """The LitServer with our generation LitAPI and routes (not started)."""
     from litgpt_runtime.serve import metrics
     from litgpt_runtime.serve.auth import APIKeyMiddleware
@@ -146,8 +170,11 @@ def build_server(checkpoint_dir: Path, tokenizer, *, served_name: str, aliases: 
     from litgpt_runtime.serve.routes import Defaults, ServeState, ServedModel, add_routes
     from litgpt_runtime.serve.worker import GENERATE_PATH, GenerationAPI
 
+    from litgpt_runtime.tokenizer import Tokenizer
+
+    adapters = adapters or {}
     api = GenerationAPI(checkpoint_dir, max_batch_size=max_batch_size, max_seq_length=max_seq_length,
-                        precision=precision)
+                        precision=precision, adapters=tuple(adapters.items()))
     server = LitGPTServer(api, accelerator=accelerator, devices=devices, workers_per_device=workers_per_device,
                           timeout=False,
                           # the last is outermost: the metrics count refused requests too
@@ -161,7 +188,8 @@ def build_server(checkpoint_dir: Path, tokenizer, *, served_name: str, aliases: 
     base = ServedModel(served_name, 0, tokenizer)
     state = ServeState(
         model_name=served_name,
-        models={name: base for name in {served_name, *aliases}},
+        models={**{name: base for name in {served_name, *aliases}},
+                **{name: ServedModel(name, i, Tokenizer(folder)) for i, (name, folder) in enumerate(adapters.items(), 1)}},
         context_window=max_seq_length - 1,
         defaults=Defaults(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p),
         bridge=Bridge(server),

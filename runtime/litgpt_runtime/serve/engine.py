@@ -71,9 +71,12 @@ class _Slot:
 class BatchedGenerator:
     """Owns the model's KV cache; `step()` advances every active request by one token."""
 
-    def __init__(self, model, max_batch_size: int, max_seq_length: Optional[int] = None) -> None:
-        """`max_seq_length`: cache length per row (default: the model's block size)."""
+    def __init__(self, model, max_batch_size: int, max_seq_length: Optional[int] = None,
+                 adapter_rows=None, adapters: int = 0) -> None:
+        """`max_seq_length`: cache length per row (default: the model's block size).
+        `adapter_rows`, `adapters`: the handle and count of the model's LoRA adapters (adapters.py)."""
         self.model = model
+        self.adapter_rows, self.adapters = adapter_rows, adapters
         self.max_batch_size = max_batch_size
         self.device = next(model.parameters()).device
         max_seq_length = max_seq_length or model.config.block_size
@@ -95,6 +98,8 @@ class BatchedGenerator:
     def submit(self, key: str, request: GenerationRequest) -> None:
         if not request.prompt_ids:
             raise ValueError("empty prompt")
+        if not 0 <= request.adapter <= self.adapters:
+            raise ValueError(f"adapter {request.adapter} does not exist ({self.adapters} loaded)")
         if len(request.prompt_ids) > self.context_window:
             raise ValueError(f"prompt of {len(request.prompt_ids)} tokens exceeds the context of {self.context_window}")
         self.waiting.append((key, request))
@@ -184,6 +189,9 @@ class BatchedGenerator:
             last.append(k - 1)
         maxp1 = max(max(p) for p in positions) + 1
 
+        if self.adapter_rows is not None:
+            chosen = [slot.request.adapter for slot in slots]
+            self.adapter_rows.index = torch.tensor(chosen, device=self.device) if any(chosen) else None
         with torch.inference_mode():
             idx_t = torch.tensor(idx, dtype=torch.long, device=self.device)
             pos_t = torch.tensor(positions, dtype=torch.long, device=self.device)

@@ -76,6 +76,7 @@ class GenerationAPI(ls.LitAPI):
         max_batch_size: int,
         max_seq_length: int,
         precision: Optional[str] = None,
+        adapters: tuple[tuple[str, str], ...] = (),
     ) -> None:
         super().__init__(
             max_batch_size=max_batch_size, stream=True, api_path=GENERATE_PATH, loop=IdleFriendlyLoop()
@@ -83,6 +84,7 @@ class GenerationAPI(ls.LitAPI):
         self.checkpoint_dir = Path(checkpoint_dir)
         self.max_seq_length = max_seq_length
         self.precision = precision
+        self.adapters = tuple((name, str(path)) for name, path in adapters)  # index i + 1 in requests
         # {uid: time cancelled}, shared by all workers when there are several (set by
         # bridge.LitGPTServer): a cancel message on the request queue reaches only one of them
         self.cancelled = None
@@ -100,10 +102,17 @@ class GenerationAPI(ls.LitAPI):
         dtype = pick_dtype(self.precision, torch_device)
         model = load_model(self.checkpoint_dir, device=torch_device, dtype=dtype)
         prepare_for_cpu_inference(model)  # batched decoding gains most: see litgpt_runtime.cpu_layout
-        self.engine = BatchedGenerator(model, self.max_batch_size, self.max_seq_length)
+        rows = None
+        if self.adapters:
+            from litgpt_runtime.serve.adapters import attach_adapters
+
+            rows = attach_adapters(model, [(name, Path(path)) for name, path in self.adapters], self.checkpoint_dir)
+        self.engine = BatchedGenerator(model, self.max_batch_size, self.max_seq_length, adapter_rows=rows,
+                                       adapters=len(self.adapters))
         self.device_name = device
         self._inbox: "queue.SimpleQueue[tuple[str, dict]]" = queue.SimpleQueue()
-        logger.info("Model %s ready on %s (%s, %d slots)", self.checkpoint_dir, device, dtype, self.max_batch_size)
+        logger.info("Model %s ready on %s (%s, %d slots, %d LoRA adapters)", self.checkpoint_dir, device, dtype,
+                    self.max_batch_size, len(self.adapters))
 
     # -- hooks of ContinuousBatchingLoop; add_request runs on the loop's thread, step on another --
     def add_request(self, uid: str, request: Any) -> None:
