@@ -50,6 +50,10 @@ GOOD_DATA = [
     {"instruction": "What is a GPU?", "input": "", "output": "A processor for many small computations."},
     {"instruction": "Say goodbye.", "input": "", "output": "Goodbye!"},
 ]
+# The question the demo asks the finetuned server and the base model's: the finetune learns its
+# answer, the random base model cannot know it. It must be a training record: with the runtime's
+# split seed, valSplitFraction 0.2 holds out "Reverse the word." (a test checks the split).
+TRAINED_QUESTION, TRAINED_ANSWER = GOOD_DATA[0]["instruction"], GOOD_DATA[0]["output"]
 # A JSON file cut short: what a failed upload leaves behind.
 BROKEN_DATA = '[{"instruction": "Say hello.", "input": "", "output": "Hel'
 CORPUS = [
@@ -91,7 +95,7 @@ class Names:
     model: str = "tiny-llama"
     finetune: str = "tiny-llama-lora"
     server: str = "tiny-llama-lora-server"
-    base_server: str = "tiny-llama-server"  # what the demo leaves up, serving the downloaded model
+    base_server: str = "tiny-llama-server"  # the downloaded model: step 4 compares, the demo leaves it up
     pretrain: str = "tiny-pretrain"
     broken: str = "broken-finetune"
     cache_claim: str = "models"
@@ -109,7 +113,7 @@ class Flow:
     say: Callable[[str], None] = print
     timeout_s: float = 300
     hub: Any = None
-    server_port: int = 0
+    server_ports: dict[str, int] = field(default_factory=dict)
     seen_phases: dict[str, list[str]] = field(default_factory=dict)
     node: Any = None  # ExecNode or RealNode (e2e_nodes): where pods run, how they are reached
 
@@ -259,8 +263,11 @@ class Flow:
         return {"apiVersion": API, "kind": "FinetuneJob", "metadata": {"name": name},
                 "spec": {"modelRef": {"name": self.names.model}, "method": "lora",
                          "data": {**data, "valSplitFraction": 0.2},
-                         "train": {"epochs": 1, "globalBatchSize": 2, "microBatchSize": 1, "maxSeqLength": 64},
-                         "lora": {"r": 4, "alpha": 8},
+                         # Long and hot enough for the tiny model to learn its five answers by heart
+                         # (48 steps, ~20 s on 2 cores; loss ~0.05): the demo shows it answering.
+                         "train": {"epochs": 16, "globalBatchSize": 2, "microBatchSize": 2, "maxSeqLength": 64,
+                                   "learningRate": 0.03, "lrWarmupSteps": 3},
+                         "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "mlp": True, "head": True},
                          "gpusPerNode": 0, "resources": SMALL, **self.placement}}
 
     def apply_model_and_finetune(self) -> None:
@@ -296,9 +303,10 @@ class Flow:
     # --- step 4: serve and query ---------------------------------------------------------------
 
     def apply_server(self, ref: dict, name: Optional[str] = None) -> None:
-        self.server_port = free_port()
-        self.apply({"apiVersion": API, "kind": "ModelServer", "metadata": {"name": name or self.names.server},
-                    "spec": {**ref, "replicas": 1, "port": self.server_port, "gpus": 0, "maxNewTokens": 16,
+        name = name or self.names.server
+        self.server_ports[name] = free_port()
+        self.apply({"apiVersion": API, "kind": "ModelServer", "metadata": {"name": name},
+                    "spec": {**ref, "replicas": 1, "port": self.server_ports[name], "gpus": 0, "maxNewTokens": 16,
                              "resources": SMALL, **self.placement}})
 
     def server_address(self, name: Optional[str] = None) -> str:
@@ -317,8 +325,17 @@ class Flow:
                 return self.node.service_url(service, ports[0])
         raise FlowError(f"Service {service_name} has no ready endpoint: {json.dumps(slices)[-2000:]}")
 
+    def finetuned_and_base_answers(self) -> tuple[str, str]:
+        """The finetuned server's and the base model's server's greedy answers to TRAINED_QUESTION."""
+        answers = []
+        for name in (self.names.server, self.names.base_server):
+            model, answer = self.ask(self.server_address(name), TRAINED_QUESTION)
+            self.say(f"    {name} ({model}): {TRAINED_QUESTION!r} -> {answer!r}")
+            answers.append(answer)
+        return answers[0], answers[1]
+
     @staticmethod
-    def ask(base_url: str, question: str = "Say hello.") -> tuple[str, str]:
+    def ask(base_url: str, question: str = TRAINED_QUESTION) -> tuple[str, str]:
         """One chat request with the official `openai` client; returns (model id, answer)."""
         from openai import OpenAI
 
@@ -443,12 +460,17 @@ def run_flow(flow: Flow, keep_serving: bool) -> Optional[str]:
     status = flow.status("FinetuneJob", names.finetune)
     print(f"    output {status['outputClaimName']}:{status['outputPath']} -> {output}")
 
-    step(4, f"ModelServer {names.server} for the finetuned output; a request with the openai client")
+    step(4, f"ModelServer {names.server} for the finetuned output (and {names.base_server} for the base "
+            "model); the same question to both with the openai client")
     flow.apply_server({"finetuneRef": {"name": names.finetune}})
-    address = flow.server_address()
-    model, answer = flow.ask(address)
-    print(f"    Service {names.server} -> {address}; {model} answered: {answer!r} "
-          "(random weights: the words are noise)")
+    flow.apply_server({"modelRef": {"name": names.model}}, name=names.base_server)
+    print(f"    Service {names.server} -> {flow.server_address()}")
+    finetuned, base = flow.finetuned_and_base_answers()
+    if finetuned.strip() != TRAINED_ANSWER or base.strip() == TRAINED_ANSWER:
+        raise FlowError(f"the finetune did not show: asked {TRAINED_QUESTION!r}, the finetuned model answered "
+                        f"{finetuned!r} and the base model {base!r}; the training answer is {TRAINED_ANSWER!r}")
+    print(f"    the finetuned model gives the trained answer {TRAINED_ANSWER!r}; the base model (random weights) "
+          "does not")
 
     step(5, f"PretrainJob {names.pretrain} from scratch on 2 nodes")
     flow.apply_pretrain()

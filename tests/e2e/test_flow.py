@@ -56,12 +56,16 @@ def test_apply_to_a_served_finetuned_model_and_back_to_nothing(flow):
     assert "Waiting" in flow.seen_phases[names.finetune], flow.seen_phases
     assert (output / "hyperparameters.yaml").is_file()
 
-    # 4. the finetuned output served; the openai client gets an answer through the Service's port
+    # 4. the finetuned output served; the openai client gets an answer through the Service's port.
+    # The finetune learnt: asked a training question (greedy), the finetuned model gives the trained
+    # answer and the base model, served beside it, does not.
     flow.apply_server({"finetuneRef": {"name": names.finetune}})
+    flow.apply_server({"modelRef": {"name": names.model}}, name=names.base_server)
     address = flow.server_address()
-    assert address == f"http://127.0.0.1:{flow.server_port}"
-    model, answer = flow.ask(address)
-    assert model and answer.strip(), (model, answer)
+    assert address == f"http://127.0.0.1:{flow.server_ports[names.server]}"
+    finetuned, base = flow.finetuned_and_base_answers()
+    assert finetuned.strip() == e2e.TRAINED_ANSWER, (finetuned, base)
+    assert base.strip() != e2e.TRAINED_ANSWER, (finetuned, base)
 
     # 5. pretraining from scratch on 2 nodes: 2 pods with the distributed environment
     flow.apply_pretrain()
@@ -90,6 +94,7 @@ def test_apply_to_a_served_finetuned_model_and_back_to_nothing(flow):
     assert flow.phase("FinetuneJob", names.finetune) == "Succeeded"
     assert flow.phase("PretrainJob", names.pretrain) == "Succeeded"
     assert flow.phase("ModelServer", names.server) == "Ready"
+    assert flow.phase("ModelServer", names.base_server) == "Ready"
     after = {k: flow.get(k, n)["metadata"]["resourceVersion"] for k, n in
              (("LitGPTModel", names.model), ("FinetuneJob", names.finetune), ("PretrainJob", names.pretrain))}
     assert after == before
