@@ -22,6 +22,8 @@ ACTIONS: dict[str, tuple[str, str]] = {
     "serve": ("litgpt_runtime.serve.cli:main", "Serve a model over HTTP (OpenAI-compatible API)"),
     "merge_lora": ("litgpt_runtime.merge_lora:main", "Merge LoRA weights into the base model"),
     "convert_to_hf": ("litgpt_runtime.convert.litgpt_to_hf:main", "Convert a checkpoint back to the Hugging Face format"),
+    "convert_from_litgpt": ("litgpt_runtime.convert.from_litgpt:main", "Make a LitGPT checkpoint folder (lit_model.pth, or a LitGPT finetune output) usable here"),
+    "convert_to_litgpt": ("litgpt_runtime.convert.to_litgpt:main", "Write a checkpoint as a folder LitGPT loads (lit_model.pth + its model_config.yaml)"),
     "fit_check": ("litgpt_runtime.fit:main", "Estimate a finetuning run's GPU memory and say whether it fits"),
 }
 

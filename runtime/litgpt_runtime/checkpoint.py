@@ -75,6 +75,7 @@ def resolve_checkpoint_dir(repo_id_or_path: str | Path, checkpoint_root_dir: str
         if is_complete(as_path):
             verify_expected(as_path)
             return as_path
+        refuse_litgpt_folder(as_path)
         repo_hint = _repo_id_of(as_path, checkpoint_root_dir)
         raise UserError(
             f"The checkpoint folder {str(as_path)!r} is incomplete (an interrupted download or conversion?). "
@@ -96,6 +97,7 @@ def resolve_checkpoint_dir(repo_id_or_path: str | Path, checkpoint_root_dir: str
         return folder
     command = f"litgpt download {repo_id}" + (f" --revision {revision}" if revision else "")
     if folder.exists():
+        refuse_litgpt_folder(folder)
         raise UserError(
             f"The checkpoint for {repo_id} in {str(folder)!r} is incomplete (an interrupted download?) "
             f"or holds another revision. Run `{command}` to finish it."
@@ -105,6 +107,14 @@ def resolve_checkpoint_dir(repo_id_or_path: str | Path, checkpoint_root_dir: str
         f"Run `{command}` first"
         + (f" (with --checkpoint_root_dir {checkpoint_root_dir})." if str(checkpoint_root_dir) != DEFAULT_ROOT else ".")
     )
+
+
+def refuse_litgpt_folder(folder: Path) -> None:
+    """A folder LitGPT wrote (lit_model.pth) is not an interrupted download: name the converter."""
+    from litgpt_runtime.convert.from_litgpt import convert_hint, is_litgpt_folder
+
+    if is_litgpt_folder(folder):
+        raise UserError(convert_hint(folder))
 
 
 def _repo_id_of(folder: Path, checkpoint_root_dir: str | Path) -> Optional[str]:

@@ -155,6 +155,12 @@ class Config:
         if not path.is_file():
             raise UserError(f"Model config file {str(path)!r} does not exist.")
         data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise UserError(f"Model config file {str(path)!r} does not hold a mapping of fields.")
+        from litgpt_runtime.convert.litgpt_config import from_litgpt, is_litgpt_config
+
+        if is_litgpt_config(data):  # a model_config.yaml that LitGPT wrote
+            data = from_litgpt(data)
         return cls(**{**_known_fields(cls, data), **overrides})
 
     @classmethod

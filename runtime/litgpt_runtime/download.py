@@ -566,11 +566,14 @@ def ensure_checkpoint(repo_id: str, checkpoint_root_dir: str | Path = "checkpoin
                       access_token: Optional[str] = None) -> Path:
     """The checkpoint folder for `repo_id` (`org/name`, `org/name@revision`, a short name or a
     checkpoint path), downloading it on first use."""
-    from litgpt_runtime.checkpoint import checkpoint_dir_for, is_complete, resolve_checkpoint_dir, split_revision
+    from litgpt_runtime.checkpoint import (
+        checkpoint_dir_for, is_complete, refuse_litgpt_folder, resolve_checkpoint_dir, split_revision,
+    )
 
     root = Path(checkpoint_root_dir)
     as_path = Path(repo_id)
-    if as_path.is_dir() and not (root / repo_id).is_dir():
+    # (root / an absolute path is that path: an absolute folder is always an explicit folder)
+    if as_path.is_dir() and (as_path.is_absolute() or not (root / repo_id).is_dir()):
         return resolve_checkpoint_dir(repo_id, root)  # an explicit folder: checked, never downloaded
     if "/" not in repo_id:  # a short name of a known model, e.g. pythia-160m
         from litgpt_runtime.config import find_preset
@@ -582,6 +585,7 @@ def ensure_checkpoint(repo_id: str, checkpoint_root_dir: str | Path = "checkpoin
     final = checkpoint_dir_for(name, root, revision) if revision else root / name
     if is_complete(final, revision):
         return resolve_checkpoint_dir(repo_id, root)
+    refuse_litgpt_folder(final)  # LitGPT downloads into the same <root>/<org>/<name> layout
     if name.startswith(("/", ".", "~")) or name.count("/") != 1:
         raise UserError(f"{repo_id!r} is neither an existing checkpoint folder nor a Hugging Face repo id "
                         "(<org>/<name>, e.g. HuggingFaceTB/SmolLM2-135M-Instruct).")

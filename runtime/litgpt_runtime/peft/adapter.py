@@ -29,6 +29,11 @@ class Config(BaseConfig):
 
     adapter_prompt_length: int = 10
     adapter_start_layer: int = 2
+    adapter_kv_grouped: bool = False
+    """Read the prompt's keys and values out of qkv's output as LitGPT 0.5.13 does: as if it
+    were laid out per query group ([q.. k v] for each group), although its qkv, like ours, is
+    [all q | all k | all v], and without the key norm. Adapters LitGPT trained learned their
+    prompt through that reading, so `convert_from_litgpt` sets this to keep their outputs."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -71,8 +76,15 @@ class CausalSelfAttention(BaseCausalSelfAttention):
         cfg = self.config
         hs, H, G = cfg.head_size, cfg.n_head, cfg.n_query_groups
         prompt = self.adapter_wte.weight.to(dtype)  # (P, n_embd)
-        _, k, v = self.qkv(prompt).split((H * hs, G * hs, G * hs), dim=-1)
         P = prompt.size(0)
+        if cfg.adapter_kv_grouped:
+            # LitGPT's reading: per group g, chunks [g*(R+2) .. g*(R+2)+R-1] are "q", then one k, one v
+            R = H // G
+            grouped = self.qkv(prompt).view(P, G, R + 2, hs)
+            k = grouped[:, :, R].unsqueeze(0).transpose(1, 2)  # (1, G, P, hs)
+            v = grouped[:, :, R + 1].unsqueeze(0).transpose(1, 2)
+            return k.expand(batch_size, -1, -1, -1), v.expand(batch_size, -1, -1, -1)
+        _, k, v = self.qkv(prompt).split((H * hs, G * hs, G * hs), dim=-1)
         k = k.view(1, P, G, hs).transpose(1, 2)
         v = v.view(1, P, G, hs).transpose(1, 2)
         if cfg.norm_qk:
