@@ -108,6 +108,10 @@ def _optional_positional(function: Callable) -> str | None:
 
 
 def call_action(action: str, function: Callable, args: list[str]) -> object:
+    from litgpt_runtime.litgpt_recipe import rewrite_args
+
+    # a LitGPT recipe given to --config is translated into our options first
+    args = rewrite_args(action, set(inspect.signature(function).parameters), args)
     parser = build_parser(action, function)
     cfg = parser.parse_args(args)
     init = parser.instantiate_classes(cfg)

@@ -111,7 +111,7 @@ def resolve_checkpoint_dir(repo_id_or_path: str | Path, checkpoint_root_dir: str
 
 def refuse_litgpt_folder(folder: Path) -> None:
     """A folder LitGPT wrote (lit_model.pth) is not an interrupted download: name the converter."""
-    from litgpt_runtime.convert.from_litgpt import convert_hint, is_litgpt_folder
+    from litgpt_runtime.litgpt_format import convert_hint, is_litgpt_folder
 
     if is_litgpt_folder(folder):
         raise UserError(convert_hint(folder))

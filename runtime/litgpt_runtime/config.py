@@ -157,10 +157,14 @@ class Config:
         data = yaml.safe_load(path.read_text()) or {}
         if not isinstance(data, dict):
             raise UserError(f"Model config file {str(path)!r} does not hold a mapping of fields.")
-        from litgpt_runtime.convert.litgpt_config import from_litgpt, is_litgpt_config
+        from litgpt_runtime.litgpt_config import from_litgpt, is_litgpt_config
 
         if is_litgpt_config(data):  # a model_config.yaml that LitGPT wrote
             data = from_litgpt(data)
+            known = data.get("hf_repo_id") or data["name"]
+            preset = find_preset(known) if known else None
+            if preset is not None:  # a known model: its family for sure, not judged from the shapes
+                data["family"] = preset["family"]
         return cls(**{**_known_fields(cls, data), **overrides})
 
     @classmethod

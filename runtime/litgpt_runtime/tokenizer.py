@@ -49,6 +49,17 @@ def _chat_template_of(checkpoint_dir: Path, config: dict[str, Any]) -> str | Non
     return template
 
 
+def write_chat_template(folder: Path, template: str) -> None:
+    """Make `template` the folder's chat template (the writer beside `_chat_template_of`, its
+    reader): into tokenizer_config.json, with the files that would take precedence removed."""
+    for name in ("chat_template.jinja", "chat_template.json"):
+        (folder / name).unlink(missing_ok=True)
+    path = folder / "tokenizer_config.json"
+    config = _read_json(path)
+    config["chat_template"] = template
+    path.write_text(json.dumps(config, indent=2, ensure_ascii=False))
+
+
 class Tokenizer:
     """Encode/decode text for the model in `checkpoint_dir`."""
 

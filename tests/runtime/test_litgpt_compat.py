@@ -20,7 +20,7 @@ from litgpt_runtime.checkpoint import load_model, mark_complete, resolve_checkpo
 from litgpt_runtime.config import Config
 from litgpt_runtime.convert.from_litgpt import convert, load_litgpt_state_dict
 from litgpt_runtime.convert.hf_to_litgpt import convert_hf_checkpoint
-from litgpt_runtime.convert.litgpt_config import LITGPT_DEFAULTS, from_litgpt, to_litgpt
+from litgpt_runtime.litgpt_config import LITGPT_DEFAULTS, from_litgpt, to_litgpt
 from litgpt_runtime.convert.to_litgpt import convert_to_litgpt
 from litgpt_runtime.errors import UserError
 from litgpt_runtime.generate import generate_tokens
@@ -227,7 +227,7 @@ def test_unmerged_litgpt_lora_output_is_merged_onto_its_base(tiny, tmp_path):
             p.data = torch.randn_like(p) * 0.3
     step = tmp_path / "out" / "step-000010"
     step.mkdir(parents=True)
-    torch.save({"model": lora_state_dict(model)}, step / "lit_model.pth.lora")
+    torch.save({"model": lora_state_dict(model.state_dict())}, step / "lit_model.pth.lora")
     (step / "model_config.yaml").write_text((base / "model_config.yaml").read_text())
     (step / "hyperparameters.yaml").write_text(yaml.safe_dump({"checkpoint_dir": str(base), **settings}))
     (step / "tokenizer.json").write_text((base / "tokenizer.json").read_text())

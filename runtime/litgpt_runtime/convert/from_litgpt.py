@@ -30,30 +30,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from litgpt_runtime.errors import UserError
+from litgpt_runtime.litgpt_format import LITGPT_WEIGHTS, litgpt_weight_files
 
 if TYPE_CHECKING:
     import torch
 
-LITGPT_WEIGHTS = "lit_model.pth"
 HPARAMS_FILE = "hyperparameters.yaml"
 PROMPT_STYLE_FILE = "prompt_style.yaml"
-KINDS = ("lora", "adapter", "adapter_v2")  # LitGPT finetune outputs: lit_model.pth.<kind>
-
-
-def litgpt_weight_files(folder: Path) -> list[Path]:
-    """LitGPT's weight files in a folder (empty when it is not a LitGPT checkpoint folder)."""
-    names = [LITGPT_WEIGHTS] + [f"{LITGPT_WEIGHTS}.{kind}" for kind in KINDS]
-    return [folder / name for name in names if (folder / name).is_file()]
-
-
-def is_litgpt_folder(folder: Path) -> bool:
-    return Path(folder).is_dir() and bool(litgpt_weight_files(Path(folder)))
-
-
-def convert_hint(folder: Path) -> str:
-    """The sentence error messages use to point at this converter."""
-    return (f"{str(folder)!r} is a LitGPT checkpoint folder; run `litgpt convert_from_litgpt {folder}` once "
-            "(it adds model.safetensors beside LitGPT's files, which LitGPT keeps using), then use the folder here.")
 
 
 def load_litgpt_state_dict(path: Path) -> dict[str, "torch.Tensor"]:
@@ -131,7 +114,7 @@ def convert(folder: Path, out_dir: Optional[Path] = None, base_checkpoint_dir: O
     if in_place:
         # LitGPT's model_config.yaml stays: our loader reads it, and LitGPT still needs it.
         from litgpt_runtime.checkpoint import WEIGHTS_FILE
-        from litgpt_runtime.convert.safetensors_io import save_state_dict
+        from litgpt_runtime.safetensors_io import save_state_dict
 
         save_state_dict(target / WEIGHTS_FILE, {k: v.contiguous() for k, v in state.items()})
     else:
@@ -187,8 +170,11 @@ def _base_state(folder: Path, base_checkpoint_dir: Optional[Path]) -> dict[str, 
 def _merge_lora(folder: Path, config: Any, base: dict[str, "torch.Tensor"]) -> dict[str, "torch.Tensor"]:
     """Base + LitGPT's LoRA weights, merged. LitGPT's lora_A/lora_B of the fused qkv stack the
     enabled q/k/v parts exactly as ours do, so the keys load as they are."""
-    from litgpt_runtime.finetune.lora import merge_state_dict
+    import torch
+
+    from litgpt_runtime.peft.lora import GPT as LoRAGPT
     from litgpt_runtime.peft.lora import Config as LoRAConfig
+    from litgpt_runtime.peft.lora import merged_state_dict
 
     hparams = _hparams(folder)
     settings = {k: hparams[k] for k in ("lora_r", "lora_alpha", "lora_query", "lora_key", "lora_value",
@@ -196,7 +182,10 @@ def _merge_lora(folder: Path, config: Any, base: dict[str, "torch.Tensor"]) -> d
     lora = load_litgpt_state_dict(folder / f"{LITGPT_WEIGHTS}.lora")
     dtype = next(iter(base.values())).dtype
     lora_config = LoRAConfig.from_base(config, lora_dropout=0.0, **settings)
-    return merge_state_dict(lora_config, {**base, **{k: v.to(dtype) for k, v in lora.items()}})
+    with torch.device("meta"):
+        model = LoRAGPT(lora_config)
+    model.load_state_dict({**base, **{k: v.to(dtype) for k, v in lora.items()}}, strict=True, assign=True)
+    return merged_state_dict(model)
 
 
 def _adapter_state(
@@ -277,8 +266,7 @@ def _carry_prompt_style(folder: Path, target: Path) -> None:
     style = (yaml.safe_load(path.read_text()) or {}).get("class_path", "")
     if style.rsplit(".", 1)[-1] != "Alpaca":
         return
-    from litgpt_runtime.finetune.common import write_template
-    from litgpt_runtime.tokenizer import Tokenizer
+    from litgpt_runtime.tokenizer import Tokenizer, write_chat_template
     from litgpt_runtime.train.data import alpaca_template
 
-    write_template(target, alpaca_template(Tokenizer(folder)))
+    write_chat_template(target, alpaca_template(Tokenizer(folder)))

@@ -3,7 +3,7 @@
 
 The folder holds `lit_model.pth` (the state dict under the same keys; a tied head is written out
 as its own `lm_head.weight`, since LitGPT has no tie), LitGPT's `model_config.yaml` with every
-field (`litgpt_runtime.convert.litgpt_config.to_litgpt`) and the tokenizer files.
+field (`litgpt_runtime.litgpt_config.to_litgpt`) and the tokenizer files.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ def convert_to_litgpt(folder: Path, out_dir: Path) -> Path:
 
     from litgpt_runtime.checkpoint import WEIGHTS_FILE, copy_tokenizer_files, load_state_dict
     from litgpt_runtime.config import CONFIG_FILE, Config
-    from litgpt_runtime.convert.from_litgpt import LITGPT_WEIGHTS
-    from litgpt_runtime.convert.litgpt_config import to_litgpt
+    from litgpt_runtime.litgpt_format import LITGPT_WEIGHTS
+    from litgpt_runtime.litgpt_config import to_litgpt
     from litgpt_runtime.peft import PEFT_FILE
 
     folder, out_dir = Path(folder), Path(out_dir)

@@ -242,13 +242,7 @@ def save_complete(ctx: OutputContext, state_dict: dict[str, "torch.Tensor"], met
 def write_template(folder: Path, template: Optional[str]) -> None:
     """Make `template` the folder's chat template (tokenizer_config.json), when training used one
     the base did not have."""
-    import json
+    from litgpt_runtime.tokenizer import write_chat_template
 
-    if template is None:
-        return
-    for name in ("chat_template.jinja", "chat_template.json"):
-        (folder / name).unlink(missing_ok=True)
-    path = folder / "tokenizer_config.json"
-    config = json.loads(path.read_text()) if path.is_file() else {}
-    config["chat_template"] = template
-    path.write_text(json.dumps(config, indent=2, ensure_ascii=False))
+    if template is not None:
+        write_chat_template(folder, template)

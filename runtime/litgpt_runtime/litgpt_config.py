@@ -1,4 +1,4 @@
-"""LitGPT's `model_config.yaml` <-> our `Config` (no torch import).
+"""LitGPT's `model_config.yaml` <-> our `Config` (no torch import, no import of `config`).
 
 LitGPT 0.5.13 writes every field of its `Config` dataclass into `model_config.yaml`, ~50 of them,
 nearly all at values that switch a feature off. `from_litgpt` reads such a file: a field that
@@ -172,14 +172,8 @@ def _rope_scaling(lit: dict[str, Any]) -> Optional[dict[str, Any]]:
 
 
 def guess_family(config: dict[str, Any], name: str) -> str:
-    """Which Hugging Face layout the weights follow (used only by `convert_to_hf`): a known preset's
-    family, else judged from the architecture."""
-    from litgpt_runtime.config import find_preset
-
-    for key in (config.get("hf_repo_id") or "", name):
-        preset = find_preset(key) if key else None
-        if preset is not None:
-            return preset["family"]
+    """Which Hugging Face layout the weights follow (used only by `convert_to_hf`), judged from
+    the architecture and name; `Config.from_file` prefers a known preset's family."""
     lowered = name.lower()
     if config["mlp_class_name"] == "GemmaMLP":
         return "gemma3_text" if config["norm_qk"] else "gemma2"
