@@ -125,8 +125,8 @@ def load(port: int, prompts: list[str], clients: int, requests_per_client: int) 
 
 
 def generated_tokens(port: int) -> float:
-    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-    return float(re.search(r"^litgpt_serve_generated_tokens_total ([0-9.e+]+)$", text, re.M).group(1))
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text  # summed over the model label
+    return sum(float(v) for v in re.findall(r"^litgpt_serve_generated_tokens_total(?:\{[^}]*\})? ([0-9.e+]+)$", text, re.M))
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import signal
 import subprocess
 import time
@@ -165,3 +166,23 @@ def from_pid_files(state_dir: Path) -> list[Managed]:
         name = pid_file.stem
         found.append(Managed(name, pid, state_dir / "logs" / f"{name}.log", pid_file))
     return found
+
+
+def group_rss_bytes(pgid: int) -> int:
+    """Resident memory of every process in process group `pgid` (the server and its children)."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            fields = stat[stat.rindex(")") + 2:].split()
+            if int(fields[2]) != pgid:  # field 5 of /proc/PID/stat: the process group
+                continue
+            status = (entry / "status").read_text()
+        except (OSError, ValueError):
+            continue
+        match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
+        total += int(match.group(1)) * 1024 if match else 0
+    return total
+

@@ -1,5 +1,5 @@
 """Helpers for the `litgpt serve` tests: a tiny checkpoint, a real server process on 127.0.0.1,
-reading /metrics, and the memory of the server's processes."""
+reading /metrics."""
 
 from __future__ import annotations
 
@@ -85,49 +85,3 @@ def running_server(checkpoint: Path, log_path: Path, hf_home: Path, *args: str,
         proc.wait()
         log.close()
 
-
-def group_rss_bytes(pgid: int) -> int:
-    """Resident memory of every process in process group `pgid` (the server and its children)."""
-    total = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            fields = stat[stat.rindex(")") + 2:].split()
-            if int(fields[2]) != pgid:  # field 5 of /proc/PID/stat: the process group
-                continue
-            status = (entry / "status").read_text()
-        except (OSError, ValueError):
-            continue
-        match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
-        total += int(match.group(1)) * 1024 if match else 0
-    return total
-
-
-def make_lora_adapter(base: Path, out: Path, seed: int, **lora) -> Path:
-    """What `litgpt finetune_lora --merge false` leaves in final/ (LoRA weights, its settings, the
-    base's config and tokenizer), with random non-zero updates so each adapter answers differently."""
-    import shutil
-
-    import torch
-    import yaml
-
-    from litgpt_runtime.checkpoint import WEIGHTS_FILE
-    from litgpt_runtime.config import Config
-    from litgpt_runtime.finetune.lora import LORA_FILE
-    from litgpt_runtime.peft.lora import GPT, Config as LoRAConfig, lora_state_dict
-    from litgpt_runtime.safetensors_io import save_state_dict
-
-    out.mkdir(parents=True)
-    for f in base.iterdir():
-        if f.is_file() and f.name != WEIGHTS_FILE and not f.name.startswith(".litgpt"):
-            shutil.copy(f, out / f.name)
-    settings = {"lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.0, **lora}
-    torch.manual_seed(seed)
-    model = GPT(LoRAConfig.from_base(Config.from_checkpoint(base), **settings))
-    weights = {k: (torch.randn_like(v) * 0.3).contiguous() for k, v in lora_state_dict(model.state_dict()).items()}
-    save_state_dict(out / LORA_FILE, weights)
-    (out / "hyperparameters.yaml").write_text(yaml.safe_dump(
-        {"method": "lora", "repo_id": MODEL, **settings, "base_checkpoint_dir": str(base.resolve())}))
-    return out

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from litgpt_devcluster.hf_tiny import EOS_ID
-from serve_support import MODEL, build_checkpoint, make_lora_adapter, running_server
+from litgpt_devcluster.lora_tiny import make_lora_adapter
+from serve_support import MODEL, build_checkpoint, running_server
 
 PROMPTS = ["Hello world!", "What is a GPU?", "The quick brown fox", "Kubernetes runs", "thank you"]
 # three finetunes with different ranks and targets (fused qkv parts, the projection, the MLP)
@@ -25,7 +26,7 @@ ADAPTERS = {
 def base_and_adapters(tmp_path_factory):
     root = tmp_path_factory.mktemp("adapters")
     base = build_checkpoint(root)
-    adapters = {name: make_lora_adapter(base, root / "out" / name / "final", seed=i, **settings)
+    adapters = {name: make_lora_adapter(base, root / "out" / name / "final", seed=i, repo_id=MODEL, **settings)
                 for i, (name, settings) in enumerate(ADAPTERS.items())}
     return base, adapters
 

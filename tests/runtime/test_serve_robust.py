@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from serve_support import MODEL, build_checkpoint, group_rss_bytes, metric, reference_greedy, running_server
+from litgpt_devcluster.processes import group_rss_bytes
+from serve_support import MODEL, build_checkpoint, metric, reference_greedy, running_server
 
 GOOD_PROMPTS = ["Hello world!", "What is a GPU?", "The quick brown fox", "Kubernetes runs"]
 CHAT = [{"role": "user", "content": "hi"}]
