@@ -12,6 +12,7 @@ import pytest
 from litgpt_operator import kube as operator_kube
 from litgpt_operator.api import KINDS
 from tests.operator.helpers import OPERATOR_ENV, REPO_ROOT, K8s, OperatorRunner
+from tests.packaging.packaging_support import install_chart_crds
 
 
 @pytest.fixture(scope="session")
@@ -19,6 +20,12 @@ def crds(kube):
     kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "crds"))
     kube.kubectl("wait", "--for=condition=Established", "--timeout=60s", *[f"crd/{k.crd_name}" for k in KINDS])
     return [k.crd_name for k in KINDS]
+
+
+@pytest.fixture(scope="session")
+def chart_crds(kube) -> list[str]:
+    """The chart's CRDs (ours + kopf's peering), for the operator run as its console script."""
+    return install_chart_crds(kube)
 
 
 @pytest.fixture

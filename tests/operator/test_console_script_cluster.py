@@ -136,8 +136,10 @@ def test_fit_check_refuses_a_run_that_cannot_fit_and_accepts_the_fix(cluster):
     cluster.apply(finetune("big", "llama", annotations=gpu, method="lora", precision="bf16-true", gpusPerNode=1,
                            train=train))
     wait_for(lambda: cluster.get("Job", "big-finetune"), "the Job after the fix")
-    fit = cluster.condition("FinetuneJob", "big", "ResourcesFit")
-    assert fit["status"] == "True" and fit["reason"] == "EstimatedToFit"
+    # The status is written right after the Job is created.
+    fit = wait_for(lambda: (lambda c: c if c["status"] == "True" else None)(
+        cluster.condition("FinetuneJob", "big", "ResourcesFit")), "ResourcesFit=True after the fix")
+    assert fit["reason"] == "EstimatedToFit"
 
 
 def scrape(port: int) -> str:
