@@ -134,10 +134,19 @@ class Tokenizer:
     def vocab_size(self) -> int:
         return self._hf.get_vocab_size(with_added_tokens=True) if self.backend == "tokenizers" else self._sp.get_piece_size()
 
-    def encode(self, text: str, bos: bool | None = None, eos: bool = False) -> list[int]:
-        """Token ids of `text`; `bos=None` adds BOS where the model's tokenizer does by default."""
+    def encode(self, text: str, bos: bool | None = None, eos: bool = False, *, release_gil: bool = False) -> list[int]:
+        """Token ids of `text`; `bos=None` adds BOS where the model's tokenizer does by default.
+
+        release_gil: let other threads run while a `tokenizers` tokenizer works (its `encode`
+        holds the GIL; `encode_batch` does not) -- for a server that tokenises on a thread. Unless
+        TOKENIZERS_PARALLELISM=false, this counts as using tokenizers' parallelism, after which a
+        fork (DataLoader workers) warns, so training code leaves it off.
+        """
         if self.backend == "tokenizers":
-            ids = list(self._hf.encode(text, add_special_tokens=False).ids)
+            if release_gil:
+                ids = list(self._hf.encode_batch([text], add_special_tokens=False)[0].ids)
+            else:
+                ids = list(self._hf.encode(text, add_special_tokens=False).ids)
         else:
             ids = list(self._sp.encode(text))
         add_bos = self._add_bos_default if bos is None else bos
@@ -165,11 +174,12 @@ class Tokenizer:
         tokens = {k: v for k, v in self.special_tokens.items() if v is not None}
         return render_chat_template(self.chat_template, messages, add_generation_prompt, **tokens)
 
-    def encode_chat(self, messages: list[Message], add_generation_prompt: bool = True) -> list[int]:
+    def encode_chat(self, messages: list[Message], add_generation_prompt: bool = True, *,
+                    release_gil: bool = False) -> list[int]:
         """Token ids of a chat prompt. A template writes its own BOS, so none is added here
         (as transformers' `apply_chat_template(tokenize=True)`); plain prompts get the default."""
         text = self.apply_chat_template(messages, add_generation_prompt)
-        return self.encode(text, bos=False if self.chat_template else None)
+        return self.encode(text, bos=False if self.chat_template else None, release_gil=release_gil)
 
 
 class StreamDecoder:

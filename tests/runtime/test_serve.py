@@ -116,6 +116,14 @@ def test_a_row_that_cannot_run_fails_alone(model, tokenizer):
     assert [got[str(i)] for i in range(3)] == expected
 
 
+def test_tokenizing_without_the_gil_gives_the_same_ids(tokenizer):
+    """What the server tokenises prompts with (on a thread, so other requests go on meanwhile)."""
+    text = " ".join(PROMPTS) * 20
+    assert tokenizer.encode(text, release_gil=True) == tokenizer.encode(text)
+    messages = [{"role": "user", "content": text}]
+    assert tokenizer.encode_chat(messages, release_gil=True) == tokenizer.encode_chat(messages)
+
+
 def test_output_index_computes_only_each_rows_last_logits(model):
     """What the engine asks for when a new row's prompt is padded next to decoding rows."""
     idx = torch.randint(0, model.config.vocab_size, (3, 5))

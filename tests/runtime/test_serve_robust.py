@@ -79,6 +79,8 @@ def _bad_requests(window_prompt: str) -> list[tuple[str, str, bytes, int]]:
         ("empty messages", cc, chat(messages=[]), 400),
         ("a bad role", cc, chat(messages=[{"role": "wizard", "content": "hi"}]), 400),
         ("a prompt longer than the context", c, body(prompt=window_prompt), 400),
+        ("a 7 MiB prompt", c, body(prompt="hello world " * 600_000), 400),
+        ("7 MiB of messages", cc, chat(messages=[{"role": "user", "content": "hi " * 1_200_000}] * 2), 400),
         ("a 9 MiB body", c, body(prompt="a" * (9 * 1024 * 1024)), 413),
         ("another model", cc, json.dumps({"model": "no/such", "messages": CHAT}).encode(), 404),
         ("predict with an unknown field", "/predict", json.dumps({"prompt": "hi", "seed": 1}).encode(), 400),
@@ -171,6 +173,19 @@ def test_bad_clients_do_not_hurt_good_ones(checkpoint, expected, tmp_path):
                 assert time.time() < deadline, "rows or requests still held after the load ended:\n" + "\n".join(
                     line for line in text.splitlines() if "running" in line or "waiting" in line or "in_use" in line)
                 time.sleep(0.1)
+
+        # a huge prompt is refused without stalling the server (regression: tokenising 7 MB on the
+        # event loop, or on a thread holding the GIL, kept /health from answering for 30 s)
+        huge = threading.Thread(target=requests.post, args=(url + "/v1/chat/completions",), kwargs={
+            "json": {"model": MODEL, "messages": [{"role": "user", "content": "hello world " * 600_000}]}})
+        huge.start()
+        worst = 0.0
+        while huge.is_alive():
+            started = time.perf_counter()
+            assert requests.get(url + "/health", timeout=10).status_code == 200
+            worst = max(worst, time.perf_counter() - started)
+        huge.join()
+        assert worst < 2.0, worst
 
         run_load(bad=False, disconnects=20)  # warm-up: allocator pools, threads, code paths
         before = group_rss_bytes(server["proc"].pid)

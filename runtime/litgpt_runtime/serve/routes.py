@@ -87,9 +87,27 @@ def _served(state: ServeState, name: str) -> ServedModel:
     return served
 
 
+# No tokenizer spells real text with more characters per token than this on average; a prompt
+# longer than the context allows even at this rate is refused before it is tokenised (which takes
+# seconds per megabyte).
+MAX_CHARS_PER_TOKEN = 100
+
+
+def _check_chars(state: ServeState, chars: int) -> None:
+    limit = state.context_window * MAX_CHARS_PER_TOKEN
+    if chars > limit:
+        raise OpenAIError(400, f"This model's maximum context length is {state.context_window} tokens, and the "
+                               f"prompt has {chars} characters, far more than that many tokens can hold. Shorten "
+                               "the prompt.", param="messages", code="context_length_exceeded")
+
+
+def _encode(tokenizer, text: str) -> list[int]:
+    return tokenizer.encode(text, release_gil=True)  # on a thread: other requests go on meanwhile
+
+
 def _encode_chat(tokenizer, messages: list[dict]) -> list[int]:
     try:
-        return tokenizer.encode_chat(messages)
+        return tokenizer.encode_chat(messages, release_gil=True)
     except Exception as error:  # the model's template refused these messages (Jinja raise_exception)
         raise OpenAIError(400, f"The chat template rejected the messages: {error}", param="messages") from None
 
@@ -97,7 +115,7 @@ def _encode_chat(tokenizer, messages: list[dict]) -> list[int]:
 def _encode_predict(tokenizer, prompt: str) -> list[int]:
     if tokenizer.has_chat_template:
         return _encode_chat(tokenizer, [{"role": "user", "content": prompt}])
-    return tokenizer.encode(prompt)
+    return _encode(tokenizer, prompt)
 
 
 def _payload(state: ServeState, served: ServedModel, prompt_ids: list[int], max_tokens: Optional[int],
@@ -325,6 +343,7 @@ def add_routes(app: FastAPI, state: ServeState) -> None:
         handed_over = False
         try:
             messages = [{"role": m.role, "content": m.text()} for m in body.messages]
+            _check_chars(state, sum(len(m["content"]) for m in messages))
             prompt_ids = await run_in_threadpool(_encode_chat, served.tokenizer, messages)
             payload = _payload(state, served, prompt_ids, body.max_completion_tokens or body.max_tokens,
                                body.temperature, body.top_k, body.top_p, body.seed)
@@ -358,7 +377,9 @@ def add_routes(app: FastAPI, state: ServeState) -> None:
         ticket = state.admission.enter()
         handed_over = False
         try:
-            prompt_ids = await run_in_threadpool(served.tokenizer.encode, body.prompt_text())
+            prompt = body.prompt_text()
+            _check_chars(state, len(prompt))
+            prompt_ids = await run_in_threadpool(_encode, served.tokenizer, prompt)
             payload = _payload(state, served, prompt_ids, body.max_tokens, body.temperature, body.top_k, body.top_p,
                                body.seed)
             ident, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
@@ -388,6 +409,7 @@ def add_routes(app: FastAPI, state: ServeState) -> None:
         served = state.base
         ticket = state.admission.enter()
         try:
+            _check_chars(state, len(body.prompt))
             prompt_ids = await run_in_threadpool(_encode_predict, served.tokenizer, body.prompt)
             payload = _payload(state, served, prompt_ids, body.max_new_tokens, body.temperature, body.top_k,
                                body.top_p)
