@@ -143,3 +143,32 @@ def test_one_server_answers_for_each_adapter(base_and_adapters, tmp_path):
             ask("no-such-adapter", "hi")
         metrics = requests.get(server["url"] + "/metrics").text
         assert 'litgpt_serve_generated_tokens_total{model="chef"}' in metrics
+        assert "litgpt_serve_kv_cache_rows 8.0" in metrics  # set before LitServe forks the API process
+
+
+def test_an_adapter_of_another_model_is_refused_before_serving(base_and_adapters, tmp_path):
+    import dataclasses
+
+    from litgpt_runtime.config import Config
+    from litgpt_runtime.errors import UserError
+    from litgpt_runtime.serve.cli import check_adapters
+
+    base, adapters = base_and_adapters
+    config = Config.from_checkpoint(base)
+    check_adapters(config, adapters, base)  # the right base: fine
+    deeper = dataclasses.replace(config, n_layer=config.n_layer + 1)
+    with pytest.raises(UserError, match="trained on a different model.*n_layer"):
+        check_adapters(deeper, {"support": adapters["support"]}, base)
+    truncated = tmp_path / "truncated"
+    truncated.mkdir()
+    for f in adapters["legal"].iterdir():
+        (truncated / f.name).write_bytes(f.read_bytes())
+    from litgpt_runtime.checkpoint import load_state_dict
+    from litgpt_runtime.finetune.lora import LORA_FILE
+    from litgpt_runtime.safetensors_io import save_state_dict
+
+    weights = load_state_dict(truncated / LORA_FILE)
+    weights.pop(next(iter(weights)))
+    save_state_dict(truncated / LORA_FILE, weights)
+    with pytest.raises(UserError, match="incomplete"):
+        check_adapters(config, {"legal": truncated}, base)
