@@ -1,12 +1,12 @@
 """The operator's only door to the API server, through the `kubernetes` client's public APIs:
-the dynamic client for objects (get, list, create, server-side apply, delete, status patches) and
-CoreV1Api for pod logs. Events go through kopf (`handlers.core`).
+the dynamic client for objects (get, list, create, server-side apply, merge patch, delete, status
+patches) and CoreV1Api for pod logs. Events go through kopf (`handlers.core`).
 
 Handlers build whole objects with the pure builders and hand them here. Creation treats
 "already exists" as success (a re-run reconcile finds what the previous run made); objects whose
 spec must follow the parent (Deployments, Services, HPAs) go through server-side apply as our
 field manager, which is idempotent and rolls a Deployment when its template changes. Whether an
-existing object is ours to act on is the caller's question (`controller_uid`).
+existing object is ours to act on is the caller's question (`controller`, `handlers.children`).
 """
 
 from __future__ import annotations
@@ -146,12 +146,9 @@ def patch_status(kind: str, namespace: str, name: str, status_patch: dict, resou
                                               content_type="application/merge-patch+json"))
 
 
-def controller_uid(obj: dict) -> Optional[str]:
-    """The uid of the object's controlling owner (None: nobody controls it)."""
-    for ref in obj["metadata"].get("ownerReferences") or []:
-        if ref.get("controller"):
-            return ref.get("uid")
-    return None
+def controller(obj: dict) -> Optional[dict]:
+    """The object's controlling owner reference (None: nobody controls it)."""
+    return next((r for r in obj["metadata"].get("ownerReferences") or [] if r.get("controller")), None)
 
 
 def pod_log_tail(namespace: str, pod: str, lines: int, container: str, limit_bytes: int) -> Optional[str]:

@@ -24,7 +24,7 @@ class InTheWay(Exception):
 
 def in_the_way_message(obj: dict, parent: Parent) -> str:
     what = f"{obj['kind']} {obj['metadata']['name']}"
-    owner = next((r for r in obj["metadata"].get("ownerReferences") or [] if r.get("controller")), None)
+    owner = kube.controller(obj)
     if owner and owner.get("kind") == parent.kind and owner.get("name") == parent.name:
         return (f"{what} belongs to an earlier {parent.kind} {parent.name} (uid {owner.get('uid')}) and is being "
                 "garbage-collected; this one continues once it is gone.")
@@ -34,7 +34,7 @@ def in_the_way_message(obj: dict, parent: Parent) -> str:
 
 
 def is_ours(obj: dict, parent: Parent) -> bool:
-    return kube.controller_uid(obj) == parent.uid
+    return (kube.controller(obj) or {}).get("uid") == parent.uid
 
 
 def ours(obj: Optional[dict], parent: Parent) -> Optional[dict]:
