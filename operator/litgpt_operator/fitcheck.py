@@ -39,12 +39,10 @@ def _skipped(body: dict) -> bool:
 
 def training_setup(method: str, spec: Any, lora: Any = None):
     """A `litgpt_runtime.fit.TrainingSetup` from a FinetuneJob/PretrainJob spec (typed API models)."""
-    from litgpt_runtime import fit
+    from litgpt_runtime.methods import LORA, LoRAOptions
 
-    targets = fit.LoRATargets()
-    if lora is not None:
-        targets = fit.LoRATargets(r=lora.r, query=lora.query, key=lora.key, value=lora.value,
-                                  projection=lora.projection, mlp=lora.mlp, head=lora.head)
+    # The API's LoRA fields are LoRAOptions' (tests/runtime/test_methods.py keeps them so).
+    targets = LORA if lora is None else LoRAOptions(**lora.model_dump())
     return dict(
         method=method,
         precision=spec.precision or RUNTIME_DEFAULT_PRECISION,

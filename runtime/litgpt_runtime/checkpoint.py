@@ -27,13 +27,14 @@ if TYPE_CHECKING:
 WEIGHTS_FILE = "model.safetensors"
 COMPLETE_MARKER = ".litgpt_complete.json"
 DEFAULT_ROOT = "checkpoints"
-# Published files kept beside our weights: tokenizers, chat template, generation defaults, the
-# original config.json (export needs it).
-TOKENIZER_FILES = (
-    "tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
-    "added_tokens.json", "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json",
-    "generation_config.json", "config.json",
+SIDE_FILES = (
+    "config.json", "generation_config.json", "tokenizer.json", "tokenizer.model", "tokenizer_config.json",
+    "special_tokens_map.json", "added_tokens.json", "vocab.json", "merges.txt", "chat_template.jinja",
+    "chat_template.json",
 )
+"""Published files a checkpoint keeps beside our weights (downloaded when the repo has them, copied
+along by finetuning and export): the tokenizer with its chat template and special tokens,
+generation defaults, and the original config.json (export needs it)."""
 
 
 # --- where ----------------------------------------------------------------------------------
@@ -364,7 +365,7 @@ def copy_tokenizer_files(source_dir: str | Path, target_dir: str | Path) -> list
     """Copy the published tokenizer/chat-template/generation/config files that exist."""
     source_dir, target_dir = Path(source_dir), Path(target_dir)
     copied = []
-    for name in TOKENIZER_FILES:
+    for name in SIDE_FILES:
         src = source_dir / name
         if src.is_file() and src.resolve() != (target_dir / name).resolve():
             shutil.copyfile(src, target_dir / name)

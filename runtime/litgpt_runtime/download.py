@@ -41,22 +41,11 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
+from litgpt_runtime.checkpoint import SIDE_FILES
 from litgpt_runtime.errors import AccessDenied, IntegrityError, NotFound, TransferStalled, UserError
 from litgpt_runtime.hub_transfer import DEFAULT_RETRIES, DEFAULT_STALL_TIMEOUT, stall_guard, with_retries
 
 DOWNLOADS_DIR = ".downloads"
-# Everything a checkpoint needs besides the weights: the model config (kept for export) and the
-# tokenizer with its chat template and special tokens.
-SIDE_FILES = (
-    "config.json",
-    "generation_config.json",
-    "tokenizer.json",
-    "tokenizer.model",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "chat_template.jinja",
-    "chat_template.json",
-)
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 BIN_INDEX = "pytorch_model.bin.index.json"
 

@@ -32,11 +32,10 @@ from typing import Literal, Optional
 
 from litgpt_runtime.config import Config, find_preset
 from litgpt_runtime.errors import UserError
+from litgpt_runtime.methods import ADAPTER, LORA, METHODS, LoRAOptions, MethodName
 from litgpt_runtime.precision import training_precision
 
-Method = Literal["full", "lora", "adapter", "adapter_v2"]
 Strategy = Literal["auto", "ddp", "fsdp"]
-METHODS = ("full", "lora", "adapter", "adapter_v2")
 GIB = 1024**3
 DEFAULT_SEQ_LENGTH = 2048
 """Sequence length assumed when none is given: the longest sample decides, but few exceed this."""
@@ -46,23 +45,10 @@ EXIT_DOES_NOT_FIT = 3
 
 
 @dataclass(frozen=True)
-class LoRATargets:
-    """Where LoRA goes (the defaults of `litgpt finetune_lora` and of the FinetuneJob's `lora`)."""
-
-    r: int = 8
-    query: bool = True
-    key: bool = False
-    value: bool = True
-    projection: bool = False
-    mlp: bool = False
-    head: bool = False
-
-
-@dataclass(frozen=True)
 class TrainingSetup:
     """What is being run: method, numerics and scale."""
 
-    method: Method = "lora"
+    method: MethodName = "lora"
     precision: str = "bf16-mixed"
     micro_batch_size: int = 1
     max_seq_length: int = DEFAULT_SEQ_LENGTH
@@ -71,9 +57,9 @@ class TrainingSetup:
     num_nodes: int = 1
     strategy: Strategy = "auto"
     """As in the runtime: `auto` is DDP on several GPUs (each holds everything); `fsdp` shards."""
-    lora: LoRATargets = field(default_factory=LoRATargets)
-    adapter_prompt_length: int = 10
-    adapter_start_layer: int = 2
+    lora: LoRAOptions = LORA
+    adapter_prompt_length: int = ADAPTER.prompt_length
+    adapter_start_layer: int = ADAPTER.start_layer
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "precision", training_precision(self.precision, allow_test=False))
@@ -135,7 +121,7 @@ def count_parameters(config: Config) -> int:
     return v * e + config.n_layer * per_layer + _norm_params(config, e) + head
 
 
-def _lora_parameters(config: Config, lora: LoRATargets) -> int:
+def _lora_parameters(config: Config, lora: LoRAOptions) -> int:
     r, e, hs = lora.r, config.n_embd, config.head_size
     q, kv = config.n_head * hs, config.n_query_groups * hs
     linears = _linears(config)
@@ -417,7 +403,7 @@ def resolve_config(model: str, checkpoint_root_dir: Path = Path("checkpoints")) 
 
 def main(
     model: str,
-    method: Method = "lora",
+    method: MethodName = "lora",
     gpu_memory_gb: float = 80.0,
     devices: int = 1,
     num_nodes: int = 1,
@@ -425,13 +411,13 @@ def main(
     micro_batch_size: int = 1,
     max_seq_length: Optional[int] = None,
     strategy: Strategy = "auto",
-    lora_r: int = 8,
-    lora_query: bool = True,
-    lora_key: bool = False,
-    lora_value: bool = True,
-    lora_projection: bool = False,
-    lora_mlp: bool = False,
-    lora_head: bool = False,
+    lora_r: int = LORA.r,
+    lora_query: bool = LORA.query,
+    lora_key: bool = LORA.key,
+    lora_value: bool = LORA.value,
+    lora_projection: bool = LORA.projection,
+    lora_mlp: bool = LORA.mlp,
+    lora_head: bool = LORA.head,
     checkpoint_root_dir: Path = Path("checkpoints"),
     json_output: bool = False,
 ) -> None:
@@ -464,7 +450,7 @@ def main(
     setup = TrainingSetup(
         method=method, precision=precision, micro_batch_size=micro_batch_size, max_seq_length=seq,
         devices=devices, num_nodes=num_nodes, strategy=strategy,
-        lora=LoRATargets(r=lora_r, query=lora_query, key=lora_key, value=lora_value,
+        lora=LoRAOptions(r=lora_r, query=lora_query, key=lora_key, value=lora_value,
                          projection=lora_projection, mlp=lora_mlp, head=lora_head),
     )
     report = check(config, setup, gpu_memory_gb)

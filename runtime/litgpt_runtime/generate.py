@@ -135,23 +135,29 @@ def pick_dtype(precision: Optional[str], device: "torch.device") -> "torch.dtype
     return getattr(torch, inference_dtype_name(precision))
 
 
+def load_inference_model(checkpoint_dir: Path, device: "torch.device", precision: Optional[str]):
+    """A checkpoint's model for generation (generate, chat, and each serve worker): on `device`, in
+    the precision's dtype, in eval mode, its weights laid out for fast CPU decoding."""
+    from litgpt_runtime.checkpoint import load_model
+    from litgpt_runtime.cpu_layout import prepare_for_cpu_inference
+
+    model = load_model(checkpoint_dir, device=device, dtype=pick_dtype(precision, device))
+    prepare_for_cpu_inference(model)  # batched decoding gains most: see litgpt_runtime.cpu_layout
+    return model
+
+
 def load_for_inference(repo_id: str, checkpoint_root_dir: Path, device: str, precision: Optional[str],
                        compile: bool, access_token: Optional[str] = None):
     """(model, tokenizer, device) for `repo_id`, downloading the checkpoint on first use."""
     import torch
 
-    from litgpt_runtime.checkpoint import load_model
-    from litgpt_runtime.cpu_layout import prepare_for_cpu_inference
     from litgpt_runtime.download import ensure_checkpoint
     from litgpt_runtime.tokenizer import Tokenizer
 
     checkpoint_dir = ensure_checkpoint(repo_id, checkpoint_root_dir, access_token=access_token)
     torch_device = pick_device(device)
-    dtype = pick_dtype(precision, torch_device)
     tokenizer = Tokenizer(checkpoint_dir)
-    model = load_model(checkpoint_dir, device=torch_device, dtype=dtype)
-    model.eval()
-    prepare_for_cpu_inference(model)
+    model = load_inference_model(checkpoint_dir, torch_device, precision)
     if compile:
         # Default (automatic) dynamic shapes: the cache length grows by one each step, so after the
         # first recompilation that length is symbolic instead of a new graph per token.

@@ -69,7 +69,7 @@ def test_pretrain_from_an_inline_config_is_checked_as_full_training():
                                      "norm_class_name": "RMSNorm"},
                      "data": {"file": {"claimName": "corpus", "path": "text"}}, "gpusPerNode": 1}}
     spec = PRETRAIN_JOB.parse_spec(body)
-    cond = fitcheck.resources_fit(body, spec.model_config_, "full", spec)
+    cond = fitcheck.resources_fit(body, spec.architecture, "full", spec)
     assert cond.status == "False" and "full at bf16-mixed" in cond.message
     bad = fitcheck.resources_fit(body, {"n_layer": "many"}, "full", spec)
     assert bad.status == "Unknown"

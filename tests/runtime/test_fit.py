@@ -15,6 +15,7 @@ import pytest
 
 from litgpt_runtime import fit
 from litgpt_runtime.config import Config
+from litgpt_runtime.methods import LoRAOptions
 
 LLAMA_8B = "meta-llama/Llama-3.1-8B"
 LLAMA_1B = "meta-llama/Llama-3.2-1B"
@@ -128,8 +129,8 @@ def test_counts_match_the_models_the_runtime_builds(family):
     config = tiny(TINY[family])
     assert fit.count_parameters(config) == numel(GPT(config))
 
-    targets = fit.LoRATargets(r=4, query=True, key=True, value=False, projection=True, mlp=True,
-                              head=not config.tie_embeddings)
+    targets = LoRAOptions(r=4, query=True, key=True, value=False, projection=True, mlp=True,
+                          head=not config.tie_embeddings)
     model = lora.GPT(lora.Config.from_base(config, lora_r=4, lora_query=True, lora_key=True, lora_value=False,
                                            lora_projection=True, lora_mlp=True, lora_head=targets.head))
     lora.mark_only_lora_as_trainable(model)

@@ -9,8 +9,9 @@ from pydantic import Field
 from litgpt_operator.api.common import ApiModel, JobStatus, LocalObjectReference, cel, immutable_once_started, name_field
 from litgpt_operator.api.kind import AGE, PHASE, KindInfo, PrinterColumn
 from litgpt_operator.api.training import PVCFile, TrainingArgs, TrainingSpec
+from litgpt_runtime.methods import LORA, METHODS
 
-Method = Literal["lora", "full", "adapter", "adapter_v2"]
+Method = Literal[METHODS]  # type: ignore[valid-type]
 
 # Small datasets may live in the object itself; a ConfigMap caps at 1 MiB anyway.
 INLINE_DATA_MAX = 512 * 1024
@@ -56,17 +57,17 @@ class Dataset(ApiModel):
 
 
 class LoRA(ApiModel):
-    """LoRA settings (method lora only)."""
+    """LoRA settings (method lora only). Defaults: the runtime's (`litgpt_runtime.methods.LoRAOptions`)."""
 
-    r: int = Field(8, description="Rank of the low-rank update.", ge=1, le=1024)
-    alpha: int = Field(16, description="Scaling numerator (the update is scaled by alpha / r).", ge=1, le=4096)
-    dropout: float = Field(0.05, description="Dropout on the LoRA input.", ge=0, lt=1)
-    query: bool = Field(True, description="Apply LoRA to the attention queries.")
-    key: bool = Field(False, description="Apply LoRA to the attention keys.")
-    value: bool = Field(True, description="Apply LoRA to the attention values.")
-    projection: bool = Field(False, description="Apply LoRA to the attention output projection.")
-    mlp: bool = Field(False, description="Apply LoRA to the MLP.")
-    head: bool = Field(False, description="Apply LoRA to the output head.")
+    r: int = Field(LORA.r, description="Rank of the low-rank update.", ge=1, le=1024)
+    alpha: int = Field(LORA.alpha, description="Scaling numerator (the update is scaled by alpha / r).", ge=1, le=4096)
+    dropout: float = Field(LORA.dropout, description="Dropout on the LoRA input.", ge=0, lt=1)
+    query: bool = Field(LORA.query, description="Apply LoRA to the attention queries.")
+    key: bool = Field(LORA.key, description="Apply LoRA to the attention keys.")
+    value: bool = Field(LORA.value, description="Apply LoRA to the attention values.")
+    projection: bool = Field(LORA.projection, description="Apply LoRA to the attention output projection.")
+    mlp: bool = Field(LORA.mlp, description="Apply LoRA to the MLP.")
+    head: bool = Field(LORA.head, description="Apply LoRA to the output head.")
 
 
 class FinetuneJobSpec(TrainingSpec):

@@ -73,7 +73,8 @@ class PretrainJobSpec(TrainingSpec):
         # It becomes the runtime's first argument: never an option (`--config=...`) or a path.
         pattern=MODEL_NAME_PATTERN,
     )
-    model_config_: Optional[dict[str, Any]] = Field(
+    # `model_config` is pydantic's own attribute, hence another Python name for spec.modelConfig.
+    architecture: Optional[dict[str, Any]] = Field(
         None,
         alias="modelConfig",
         description="Model architecture as a config mapping (the runtime's model_config.yaml fields).",

@@ -49,13 +49,13 @@ def output_of(parent: c.Parent, spec: PretrainJobSpec, sources: PretrainSources)
 
 
 def build_model_configmap(parent: c.Parent, spec: PretrainJobSpec) -> Optional[dict[str, Any]]:
-    if spec.model_config_ is None:
+    if spec.architecture is None:
         return None
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": c.metadata(parent, model_configmap_name(parent), "model-config"),
-        "data": {MODEL_CONFIG_FILE: yaml.safe_dump(spec.model_config_, sort_keys=True)},
+        "data": {MODEL_CONFIG_FILE: yaml.safe_dump(spec.architecture, sort_keys=True)},
     }
 
 
@@ -85,7 +85,7 @@ def pretrain_command(
     command = ["litgpt", "pretrain"]
     if spec.model_name:
         command.append(spec.model_name)
-    elif spec.model_config_ is not None:
+    elif spec.architecture is not None:
         command += ["--model_config", f"{c.CONFIG_MOUNT}/{MODEL_CONFIG_FILE}"]
     # neither: continued pretraining takes the initial checkpoint's own architecture
     command += ["--out_dir", output_of(parent, spec, sources).mounted_dir]

@@ -2,15 +2,14 @@
 method's variant, train with `litgpt_runtime.train.loop.fit`, write the output checkpoint.
 
 A method (`litgpt_runtime.finetune.{full,lora,adapter,adapter_v2}`) is a `Method`: how to build its model
-from the base config, which parameters train, and how its output folder is written. Its `setup`
-function (= its CLI) collects its own options and calls `run`.
+from the base config, which parameters train, and how its output folder is written. Its command
+(`litgpt_runtime.finetune.cli`) checks and records the options and calls `run`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal, Optional, Union
 
@@ -39,8 +38,6 @@ class Method:
     """Writes `<out_dir>/final` from the trained weights."""
     trainable_only_checkpoints: bool = True
     """Resumable checkpoints hold only the trained parameters (the base weights do not change)."""
-    settings: dict[str, Any] = field(default_factory=dict)
-    """The method's own options, recorded in hyperparameters.yaml."""
 
 
 @dataclass

@@ -18,6 +18,7 @@ import torch.nn as nn
 
 from litgpt_runtime.config import Config as BaseConfig
 from litgpt_runtime.errors import UserError
+from litgpt_runtime.methods import ADAPTER
 from litgpt_runtime.model import GPT as BaseGPT
 from litgpt_runtime.model import Block as BaseBlock
 from litgpt_runtime.model import CausalSelfAttention as BaseCausalSelfAttention
@@ -27,8 +28,8 @@ from litgpt_runtime.model import CausalSelfAttention as BaseCausalSelfAttention
 class Config(BaseConfig):
     """A model config plus the adapter's size and placement."""
 
-    adapter_prompt_length: int = 10
-    adapter_start_layer: int = 2
+    adapter_prompt_length: int = ADAPTER.prompt_length
+    adapter_start_layer: int = ADAPTER.start_layer
     adapter_kv_grouped: bool = False
     """Read the prompt's keys and values out of qkv's output as LitGPT 0.5.13 does: as if it
     were laid out per query group ([q.. k v] for each group), although its qkv, like ours, is

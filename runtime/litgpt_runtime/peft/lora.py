@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from litgpt_runtime.config import Config as BaseConfig
 from litgpt_runtime.errors import UserError
+from litgpt_runtime.methods import LORA
 from litgpt_runtime.model import GPT as BaseGPT
 from litgpt_runtime.model import Block as BaseBlock
 from litgpt_runtime.model import CausalSelfAttention as BaseCausalSelfAttention
@@ -36,17 +37,17 @@ from litgpt_runtime.model import GemmaMLP, GptNeoxMLP, LLaMAMLP
 
 @dataclass
 class Config(BaseConfig):
-    """A model config plus where LoRA goes."""
+    """A model config plus where LoRA goes (`litgpt_runtime.methods.LoRAOptions`, prefixed `lora_`)."""
 
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    lora_query: bool = True
-    lora_key: bool = False
-    lora_value: bool = True
-    lora_projection: bool = False
-    lora_mlp: bool = False
-    lora_head: bool = False
+    lora_r: int = LORA.r
+    lora_alpha: int = LORA.alpha
+    lora_dropout: float = LORA.dropout
+    lora_query: bool = LORA.query
+    lora_key: bool = LORA.key
+    lora_value: bool = LORA.value
+    lora_projection: bool = LORA.projection
+    lora_mlp: bool = LORA.mlp
+    lora_head: bool = LORA.head
 
     def __post_init__(self) -> None:
         super().__post_init__()

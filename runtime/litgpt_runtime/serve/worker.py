@@ -93,15 +93,11 @@ class GenerationAPI(ls.LitAPI):
     def setup(self, device: str) -> None:
         import torch
 
-        from litgpt_runtime.checkpoint import load_model
-        from litgpt_runtime.cpu_layout import prepare_for_cpu_inference
-        from litgpt_runtime.generate import pick_dtype
+        from litgpt_runtime.generate import load_inference_model
         from litgpt_runtime.serve.engine import BatchedGenerator
 
-        torch_device = torch.device(device)
-        dtype = pick_dtype(self.precision, torch_device)
-        model = load_model(self.checkpoint_dir, device=torch_device, dtype=dtype)
-        prepare_for_cpu_inference(model)  # batched decoding gains most: see litgpt_runtime.cpu_layout
+        model = load_inference_model(self.checkpoint_dir, torch.device(device), self.precision)
+        dtype = next(model.parameters()).dtype
         rows = None
         if self.adapters:
             from litgpt_runtime.serve.adapters import attach_adapters

@@ -326,32 +326,62 @@ def fit(
         f"Training: {accumulation} micro-batch(es) of {train.micro_batch_size} per step on each of "
         f"{fabric.world_size} process(es); {total if total is not None else '?'} steps."
     )
-    saved_at = state.step if resume_from is not None else -1
-    stop = StopSignal()
+    run = _Run(fabric, model, optimizer, train_source, val_source, train, eval, out_dir, limits, accumulation, seed,
+               loss_fn, trainable_only_checkpoints, checkpoint_files, flops_per_token, StopSignal())
     try:
-        _steps(fabric, model, optimizer, train_source, val_source, train, eval, out_dir, state, limits, accumulation,
-               seed, loss_fn, trainable_only_checkpoints, checkpoint_files, flops_per_token, stop, saved_at)
+        _steps(run, state, saved_at=state.step if resume_from is not None else -1)
     finally:
-        stop.restore()
+        run.stop.restore()
     return state
 
 
-def _steps(fabric, model, optimizer, train_source, val_source, train, eval, out_dir, state, limits, accumulation,
-           seed, loss_fn, trainable_only_checkpoints, checkpoint_files, flops_per_token, stop, saved_at) -> None:
+@dataclass
+class _Run:
+    """What stays fixed while `_steps` runs: `fit`'s arguments, resolved."""
+
+    fabric: Any
+    model: Any
+    optimizer: Any
+    train_source: MicroBatchSource
+    val_source: Any
+    train: TrainArgs
+    eval: EvalArgs
+    out_dir: Path
+    limits: Limits
+    accumulation: int
+    seed: int
+    loss_fn: Callable[[Any, dict], torch.Tensor]
+    trainable_only_checkpoints: bool
+    checkpoint_files: Optional[Callable[[Path], None]]
+    flops_per_token: Optional[float]
+    stop: StopSignal
+
+    def save(self, state: LoopState) -> Path:
+        return save_training_state(self.fabric, self.out_dir, self.model, self.optimizer, state,
+                                   self.trainable_only_checkpoints, self.checkpoint_files)
+
+    def validate(self) -> Optional[float]:
+        return validate(self.fabric, self.model, self.val_source, self.eval.max_iters, self.loss_fn)
+
+
+def _steps(run: _Run, state: LoopState, saved_at: int) -> None:
+    """Optimizer steps until a limit is reached (or SIGTERM), then the final validation and checkpoint.
+    `saved_at`: the step of the newest checkpoint on disk (-1: none yet)."""
+    fabric, model, optimizer, train, eval, limits = run.fabric, run.model, run.optimizer, run.train, run.eval, run.limits
     total = limits.total_steps
 
-    batches = iter(train_source)
+    batches = iter(run.train_source)
     model.train()
     window_start, window_tokens, window_loss, window_steps = time.perf_counter(), 0, 0.0, 0
     while not limits.reached(state):
         micro = []
-        while len(micro) < accumulation and not (limits.max_iters is not None and state.iter_num >= limits.max_iters):
+        while len(micro) < run.accumulation and not (limits.max_iters is not None and state.iter_num >= limits.max_iters):
             micro.append(next(batches))
             state.iter_num += 1
         if not micro:
             break
         # Same dropout masks whether or not the run was interrupted (see module docstring).
-        torch.manual_seed((seed * 1_000_003 + state.step) * 1_009 + fabric.global_rank)
+        torch.manual_seed((run.seed * 1_000_003 + state.step) * 1_009 + fabric.global_rank)
         local_targets = torch.tensor(sum(count_targets(b) for b in micro), dtype=torch.float64, device=fabric.device)
         step_targets = float(fabric.all_reduce(local_targets, reduce_op="sum")) if fabric.world_size > 1 else float(local_targets)
         # DDP averages gradients over processes, hence the world_size factor.
@@ -364,7 +394,7 @@ def _steps(fabric, model, optimizer, train_source, val_source, train, eval, out_
         for i, batch in enumerate(micro):
             batch = {k: v.to(fabric.device, non_blocking=True) for k, v in batch.items()}
             with fabric.no_backward_sync(model, enabled=i < len(micro) - 1):
-                loss = loss_fn(model, batch) * scale
+                loss = run.loss_fn(model, batch) * scale
                 fabric.backward(loss)
             step_loss += loss.detach()
             step_tokens += batch["input_ids"].numel()
@@ -377,7 +407,7 @@ def _steps(fabric, model, optimizer, train_source, val_source, train, eval, out_
         window_tokens += step_tokens * fabric.world_size
         window_loss += step_loss
         window_steps += 1
-        state.data = train_source.state_dict()
+        state.data = run.train_source.state_dict()
 
         if state.step % train.log_interval == 0 or limits.reached(state):
             summed = torch.as_tensor(window_loss, dtype=torch.float64, device=fabric.device)
@@ -387,7 +417,7 @@ def _steps(fabric, model, optimizer, train_source, val_source, train, eval, out_
             state.train_loss = _mean_step_loss(float(summed), window_steps)
             metrics = {
                 "step": state.step,
-                "epoch": getattr(train_source, "epoch", 0),
+                "epoch": getattr(run.train_source, "epoch", 0),
                 "loss": state.train_loss,
                 "lr": lr,
                 "tokens": state.tokens,
@@ -395,8 +425,8 @@ def _steps(fabric, model, optimizer, train_source, val_source, train, eval, out_
                 "sec_per_step": elapsed / window_steps,
                 "peak_memory_gib": peak_memory_gib(fabric.device),
             }
-            if flops_per_token:
-                metrics["tflops_per_sec"] = flops_per_token * window_tokens / elapsed / 1e12
+            if run.flops_per_token:
+                metrics["tflops_per_sec"] = run.flops_per_token * window_tokens / elapsed / 1e12
             fabric.log_dict(metrics, step=state.step)
             of = f"/{total}" if total is not None else ""
             fabric.print(
@@ -407,29 +437,29 @@ def _steps(fabric, model, optimizer, train_source, val_source, train, eval, out_
             )
             window_start, window_tokens, window_loss, window_steps = time.perf_counter(), 0, 0.0, 0
 
-        if val_source is not None and state.step % eval.interval == 0 and not limits.reached(state):
-            state.val_loss = validate(fabric, model, val_source, eval.max_iters, loss_fn)
+        if run.val_source is not None and state.step % eval.interval == 0 and not limits.reached(state):
+            state.val_loss = run.validate()
             if state.val_loss is not None:
                 fabric.log_dict({"val_loss": state.val_loss}, step=state.step)
                 fabric.print(f"step {state.step} | val loss {state.val_loss:.4f}")
         if train.save_interval is not None and state.step % train.save_interval == 0:
-            path = save_training_state(fabric, out_dir, model, optimizer, state, trainable_only_checkpoints, checkpoint_files)
+            path = run.save(state)
             saved_at = state.step
             fabric.print(f"Saved checkpoint {path}")
-        if stop.should_stop(fabric):
+        if run.stop.should_stop(fabric):
             if saved_at != state.step:
-                path = save_training_state(fabric, out_dir, model, optimizer, state, trainable_only_checkpoints, checkpoint_files)
+                path = run.save(state)
                 fabric.print(f"Saved checkpoint {path}")
             fabric.print(f"Stopped by SIGTERM after step {state.step}; run again with --resume auto to continue.")
             raise SystemExit(143)
 
-    if eval.final_validation and val_source is not None:
-        state.val_loss = validate(fabric, model, val_source, eval.max_iters, loss_fn)
+    if eval.final_validation and run.val_source is not None:
+        state.val_loss = run.validate()
         if state.val_loss is not None:
             fabric.log_dict({"val_loss": state.val_loss}, step=state.step)
             fabric.print(f"final val loss {state.val_loss:.4f} (perplexity {math.exp(min(state.val_loss, 50)):.2f})")
     if train.save_interval is not None and saved_at != state.step:
-        save_training_state(fabric, out_dir, model, optimizer, state, trainable_only_checkpoints, checkpoint_files)
+        run.save(state)
     for logger in fabric.loggers:
         logger.finalize("success")
 
