@@ -28,14 +28,14 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Optional
 
 from litgpt_runtime.config import Config, find_preset
 from litgpt_runtime.errors import UserError
 from litgpt_runtime.methods import ADAPTER, LORA, METHODS, LoRAOptions, MethodName
 from litgpt_runtime.precision import training_precision
+from litgpt_runtime.train.launch import Strategy
 
-Strategy = Literal["auto", "ddp", "fsdp"]
 GIB = 1024**3
 DEFAULT_SEQ_LENGTH = 2048
 """Sequence length assumed when none is given: the longest sample decides, but few exceed this."""

@@ -23,10 +23,11 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 from litgpt_runtime.errors import UserError
 from litgpt_runtime.train.args import EvalArgs, Resume, TrainArgs
+from litgpt_runtime.train.launch import Strategy
 from litgpt_runtime.train.text_data import PretrainData, TextFiles, TokenShards  # noqa: F401  (--data choices)
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ def setup(
     precision: Optional[str] = None,
     devices: Union[int, str] = 1,
     num_nodes: Optional[int] = None,
-    strategy: Literal["auto", "ddp", "fsdp"] = "auto",
+    strategy: Strategy = "auto",
     train: TrainArgs = TrainArgs(
         save_interval=1000, log_interval=1, global_batch_size=512, micro_batch_size=4, lr_warmup_steps=2000,
         max_tokens=int(3e12), learning_rate=4e-4, weight_decay=0.1, beta1=0.9, beta2=0.95, max_norm=1.0,

@@ -14,12 +14,13 @@ import inspect
 import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 from litgpt_runtime.finetune.common import Quantize, check_common, run
 from litgpt_runtime.methods import METHODS, OPTIONS, TRAIN_DEFAULTS, MethodName
 from litgpt_runtime.train.args import EvalArgs, Resume, TrainArgs
 from litgpt_runtime.train.data import JSON, FinetuneData
+from litgpt_runtime.train.launch import Strategy
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ COMMON = (
            "on GPUs and on CPUs with AMX, else 32-true)."),
     Option("devices", Union[int, str], 1, "Devices per node (or auto)."),
     Option("num_nodes", Optional[int], None, "Nodes (default: from the torch distributed environment, else 1)."),
-    Option("strategy", Literal["auto", "ddp", "fsdp"], "auto", "auto, ddp or fsdp."),
+    Option("strategy", Strategy, "auto", "auto, ddp or fsdp."),
     Option("train", TrainArgs, None, "Training options."),
     Option("eval", EvalArgs, None, "Validation options."),
     Option("seed", int, 1337, "Random seed (data order, initialisation, dropout)."),
