@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 from litgpt_runtime.errors import UserError
+from litgpt_runtime.methods import METHODS
 
-FINETUNE_ACTIONS = ("finetune", "finetune_full", "finetune_lora", "finetune_adapter", "finetune_adapter_v2")
+FINETUNE_ACTIONS = ("finetune", *(f"finetune_{method}" for method in METHODS))
 RECIPE_ACTIONS = FINETUNE_ACTIONS + ("pretrain",)
 
 # LitGPT data modules and the one of ours that takes the same data (None: we have none).
