@@ -48,11 +48,11 @@ def test_litgpt_finetune_has_every_method_and_every_option_of_each():
 def test_the_model_configs_default_to_the_same_options():
     from litgpt_runtime.peft import adapter, lora
 
-    def config_defaults(cls, prefix):
-        return {f.name: f.default for f in fields(cls) if f.name.startswith(prefix)}
+    def config_defaults(cls, options):
+        return {f.name: f.default for f in fields(cls) if f.name in options}
 
-    assert config_defaults(lora.Config, "lora_") == flat(LORA, "lora_")
-    assert config_defaults(adapter.Config, "adapter_") == flat(ADAPTER, "adapter_")
+    assert config_defaults(lora.Config, flat(LORA, "lora_")) == flat(LORA, "lora_")
+    assert config_defaults(adapter.Config, flat(ADAPTER, "adapter_")) == flat(ADAPTER, "adapter_")
 
 
 def test_the_fit_check_defaults_to_the_same_options():
