@@ -30,6 +30,9 @@ def main(checkpoint_dir: Path) -> None:
         if is_complete(checkpoint_dir):
             print(f"{checkpoint_dir} holds no {LORA_FILE}: it is already a plain (merged) checkpoint.")
             return
+        from litgpt_runtime.checkpoint import refuse_litgpt_folder
+
+        refuse_litgpt_folder(checkpoint_dir)  # LitGPT's lit_model.pth.lora: convert_from_litgpt merges it
         raise UserError(f"{checkpoint_dir} holds no {LORA_FILE}; pass the output folder of `litgpt finetune_lora --merge false`.")
     hparams_path = checkpoint_dir / HPARAMS_FILE
     if not hparams_path.is_file():

@@ -148,12 +148,13 @@ def resolve_config(model_name: Optional[str], model_config: Optional[Path],
 
 
 def _check_initial(initial_checkpoint_dir: Optional[Path]) -> Optional[Path]:
-    from litgpt_runtime.checkpoint import is_complete
+    from litgpt_runtime.checkpoint import is_complete, refuse_litgpt_folder
 
     if initial_checkpoint_dir is None:
         return None
     path = Path(initial_checkpoint_dir)
     if not is_complete(path):
+        refuse_litgpt_folder(path)
         raise UserError(f"--initial_checkpoint_dir {str(path)!r} is not a complete checkpoint folder "
                         "(it needs model.safetensors, model_config.yaml and .litgpt_complete.json).")
     from litgpt_runtime.checkpoint import verify_expected

@@ -249,3 +249,22 @@ def test_pickled_code_is_refused(tmp_path):
     (folder / "model_config.yaml").write_text(LITGPT_LLAMA_YAML)
     with pytest.raises(UserError, match="weights_only=True"):
         convert(folder)
+
+
+@pytest.mark.parametrize("action", ["convert_to_hf", "pretrain --initial_checkpoint_dir", *(
+    pytest.param(a, marks=pytest.mark.slow) for a in ("merge_lora", "chat", "serve", "finetune_lora", "convert_to_litgpt"))])
+def test_every_action_names_the_converter_for_a_litgpt_folder(tiny, tmp_path_factory, litgpt, action):
+    ours, _ = tiny
+    lit = convert_to_litgpt(ours, tmp_path_factory.mktemp("lit") / "lit")
+    name, *flag = action.split()
+    args = [name, *flag, str(lit)]
+    if name == "pretrain":
+        args += ["--tokenizer_dir", str(lit)]
+    if name == "convert_to_litgpt":
+        args += ["--out_dir", str(lit.parent / "again")]
+    if name == "finetune_lora":
+        (lit.parent / "train.json").write_text('[{"instruction": "Hi", "output": "Hello"}]')
+        args += ["--data.json_path", str(lit.parent / "train.json")]
+    result = litgpt(*args, input="", timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert f"litgpt convert_from_litgpt {lit}" in result.stderr

@@ -115,7 +115,7 @@ def main(checkpoint_dir: Path, out_dir: Path | None = None) -> None:
         checkpoint_dir: A complete checkpoint folder (e.g. out/finetune/lora/final).
         out_dir: Where to write the Hugging Face folder (default: <checkpoint_dir>/hf).
     """
-    from litgpt_runtime.checkpoint import is_complete
+    from litgpt_runtime.checkpoint import is_complete, refuse_litgpt_folder
 
     checkpoint_dir = Path(checkpoint_dir)
     if (checkpoint_dir / "lit_lora.safetensors").is_file():
@@ -126,6 +126,7 @@ def main(checkpoint_dir: Path, out_dir: Path | None = None) -> None:
             "Finetune with LoRA (merged) or full to export."
         )
     if not is_complete(checkpoint_dir):
+        refuse_litgpt_folder(checkpoint_dir)
         raise UserError(f"{checkpoint_dir} is not a complete checkpoint (no .litgpt_complete.json).")
     out = convert_to_hf(checkpoint_dir, out_dir or checkpoint_dir / "hf")
     print(f"Wrote the Hugging Face model to {out}")
