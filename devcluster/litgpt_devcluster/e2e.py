@@ -471,6 +471,8 @@ def run_flow(flow: Flow, keep_serving: bool) -> Optional[str]:
                         f"{finetuned!r} and the base model {base!r}; the training answer is {TRAINED_ANSWER!r}")
     print(f"    the finetuned model gives the trained answer {TRAINED_ANSWER!r}; the base model (random weights) "
           "does not")
+    for line in flow.node.show_pods(flow.names, names.server):
+        print(f"    {line}")
 
     step(5, f"PretrainJob {names.pretrain} from scratch on 2 nodes")
     flow.apply_pretrain()

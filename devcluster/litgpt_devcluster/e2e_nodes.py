@@ -71,6 +71,9 @@ class ExecNode:
         endpoint is a port on 127.0.0.1."""
         return f"http://127.0.0.1:{endpoint_port}"
 
+    def show_pods(self, names: Any, server: str) -> list[str]:
+        return []  # local processes: nothing more to show than the flow prints
+
     def leftovers(self, namespace: str) -> dict[str, list[str]]:
         left: dict[str, list[str]] = {}
         claim_folders = self.agent_dir / "pvc" / namespace  # the provisioner's; removed with their volumes
@@ -141,6 +144,23 @@ class RealNode:
         """Through the Service's ClusterIP: kube-proxy's rules in the node's namespace."""
         port = service["spec"]["ports"][0]["port"]
         return f"http://{service['spec']['clusterIP']}:{port}"
+
+    def show_pods(self, names: Any, server: str) -> list[str]:
+        """`kubectl get pods -o wide` (pod IPs, the node), the image of each pod (-o wide leaves
+        it out for pods) and `kubectl exec` into the server: what proves the pods are real."""
+        lines = ["$ kubectl get pods -A -o wide"]
+        lines += self.cp.kubectl("get", "pods", "-A", "-o", "wide").rstrip().splitlines()
+        columns = "NAMESPACE:.metadata.namespace,NAME:.metadata.name,IP:.status.podIP,IMAGE:.spec.containers[0].image"
+        lines += ["$ kubectl get pods -A -o custom-columns=NAMESPACE,NAME,IP,IMAGE"]
+        lines += self.cp.kubectl("get", "pods", "-A", "-o", f"custom-columns={columns}").rstrip().splitlines()
+        pods = [p for p in self._pods(names.namespace)
+                if (p["metadata"].get("labels") or {}).get("app.kubernetes.io/instance") == server
+                and p["status"].get("phase") == "Running"]
+        if pods:
+            pod = pods[0]["metadata"]["name"]
+            lines += [f"$ kubectl exec {pod} -- id",
+                      self.cp.kubectl("exec", pod, "-n", names.namespace, "--", "id", check=False).strip()]
+        return lines
 
     def leftovers(self, namespace: str) -> dict[str, list[str]]:
         left: dict[str, list[str]] = {}

@@ -20,6 +20,9 @@ from litgpt_devcluster.realnode import netns
 from litgpt_devcluster.realnode.config import NODE_NAME, POD_CIDR
 from litgpt_devcluster.waiting import wait_for
 
+# The first test of a session also starts the node, which imports a new image tag (~6 GB: minutes).
+pytestmark = pytest.mark.timeout(1200)
+
 # The chart's security context for the operator and runtime containers.
 LOCKED_DOWN = {"readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False,
                "capabilities": {"drop": ["ALL"]}}

@@ -140,6 +140,9 @@ class RealNode:
         self._poll(lambda: layout.containerd_socket.exists() and _containerd_answers(layout), "containerd", deadline)
         self._import_images()
         self._log(f"{time.monotonic() - began:6.2f}s containerd up, images imported")
+        # The first import of a tag takes minutes (the runtime image is ~6 GB): the start-up
+        # deadline is for what follows it.
+        deadline = max(deadline, time.monotonic() + timeout_s / 2)
 
         ca = certs.KeyPair(self.cp.state_dir / "pki" / "ca.crt", self.cp.state_dir / "pki" / "ca.key")
         node_pki = certs.make_node_pki(layout.pki, ca, NODE_NAME, NODE_IP)
@@ -187,10 +190,19 @@ class RealNode:
         for archive in self.images:
             if not archive.is_file():
                 raise ControlPlaneError(f"image archive {archive} is gone (hack/images.sh build replaces them)")
-            refs = archive_refs(archive)
+        current = {archive: archive_refs(archive) for archive in self.images}
+        # Earlier tags of the same images go first: nothing uses them once these are here, the
+        # kubelet's image GC is off (they could not be pulled back), and the runtime image is
+        # ~6 GB (12 with its unpacked snapshot): two tags at once can fill a small disk.
+        wanted = {ref for refs in current.values() for ref in refs}
+        names = {ref.rsplit(":", 1)[0] for ref in wanted}
+        for ref in have - wanted:
+            if ref.rsplit(":", 1)[0] in names:
+                _ctr(self.layout, "images", "remove", "--sync", ref, check=False)
+        for archive, refs in current.items():
             if refs and all(ref in have or f"docker.io/library/{ref}" in have for ref in refs):
                 continue
-            # --no-unpack off (the default unpacks for the overlayfs snapshotter the CRI uses).
+            # Unpacked for the overlayfs snapshotter the CRI uses (ctr's default).
             _ctr(self.layout, "images", "import", str(archive))
 
     def _ready(self) -> bool:
