@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Optional, TextIO
 
 from litgpt_runtime.generate import Device
+from litgpt_runtime.quantize import Quantize
 
 QUIT = {"/quit", "/exit", "!quit", "!exit", "quit", "exit"}
 RESET = {"/reset", "!reset", "/clear"}
@@ -92,6 +93,7 @@ def main(
     seed: Optional[int] = 1234,
     checkpoint_root_dir: Path = Path("checkpoints"),
     access_token: Optional[str] = None,
+    quantize: Quantize = None,
 ) -> None:
     """Chat with a model interactively, using its chat template.
 
@@ -112,6 +114,8 @@ def main(
         seed: Random seed for sampling (None: not seeded).
         checkpoint_root_dir: Where repo ids are looked up and downloaded to.
         access_token: Hugging Face token for gated models (default: $HF_TOKEN).
+        quantize: Load the weights quantized with bitsandbytes (bnb.nf4, bnb.nf4-dq, bnb.fp4,
+            bnb.fp4-dq, bnb.int8): less memory, a little less accuracy.
     """
     import torch
 
@@ -120,7 +124,7 @@ def main(
     if seed is not None:
         torch.manual_seed(seed)
     model, tokenizer, _ = load_for_inference(repo_id, Path(checkpoint_root_dir), device, precision, compile,
-                                             access_token)
+                                             access_token, quantize)
     if not tokenizer.has_chat_template:
         print(f"({repo_id} has no chat template; using a plain 'User:/Assistant:' format)", file=sys.stderr)
     chat_loop(model, tokenizer, max_new_tokens, temperature, top_k, top_p, system)

@@ -6,7 +6,9 @@ creates a training Job (`litgpt_operator` installs this package without torch), 
 
 Per GPU, the estimate adds up:
 
-    weights      every parameter, in the storage dtype (float32 under *-mixed, the "master" copy)
+    weights      every parameter, in the storage dtype (float32 under *-mixed, the "master" copy);
+                 with --quantize (QLoRA) the frozen Linear weights at their quantized size
+                 (`litgpt_runtime.quantize.Mode.bytes_per_weight`) plus one layer dequantized
     gradients    trainable parameters, same dtype
     optimizer    AdamW: two states per trainable parameter, same dtype as the parameter
     casts        *-mixed: the 16-bit copy autocast keeps of each trainable weight during forward
@@ -34,6 +36,7 @@ from litgpt_runtime.config import Config, find_preset
 from litgpt_runtime.errors import UserError
 from litgpt_runtime.methods import ADAPTER, LORA, METHODS, LoRAOptions, MethodName
 from litgpt_runtime.precision import training_precision
+from litgpt_runtime.quantize import Quantize
 from litgpt_runtime.train.launch import Strategy
 
 GIB = 1024**3
@@ -60,6 +63,8 @@ class TrainingSetup:
     lora: LoRAOptions = LORA
     adapter_prompt_length: int = ADAPTER.prompt_length
     adapter_start_layer: int = ADAPTER.start_layer
+    quantize: Quantize = None
+    """QLoRA: the frozen base weights quantized with bitsandbytes (lora only)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "precision", training_precision(self.precision, allow_test=False))
@@ -68,6 +73,16 @@ class TrainingSetup:
         for name in ("micro_batch_size", "max_seq_length", "devices", "num_nodes"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name} must be at least 1 (got {getattr(self, name)}).")
+        if self.quantize is not None:
+            from litgpt_runtime.quantize import mode
+
+            mode(self.quantize)
+            if self.method != "lora":
+                raise UserError(f"--quantize applies to --method lora (QLoRA), not {self.method}.")
+            if self.precision.endswith("-mixed") or self.strategy == "fsdp":
+                clash = "--strategy fsdp" if self.strategy == "fsdp" else f"--precision {self.precision}"
+                raise UserError(f"--quantize does not combine with {clash}; "
+                                "use bf16-true, 16-true or 32-true on one GPU or with DDP.")
 
     @property
     def world_size(self) -> int:
@@ -81,7 +96,8 @@ class TrainingSetup:
         gpus = f"{self.world_size} GPU{'s' if self.world_size > 1 else ''}"
         if self.world_size > 1:
             gpus += " (FSDP)" if self.sharded else " (DDP)"
-        return (f"{self.method} at {self.precision}, micro-batch {self.micro_batch_size} x "
+        method = f"{self.method} over a {self.quantize} base" if self.quantize else self.method
+        return (f"{method} at {self.precision}, micro-batch {self.micro_batch_size} x "
                 f"{self.max_seq_length} tokens on {gpus}")
 
 
@@ -174,6 +190,16 @@ def added_parameters(config: Config, setup: TrainingSetup) -> int:
 
 # --- memory ----------------------------------------------------------------------------------
 
+def quantized_parameters(config: Config, setup: TrainingSetup) -> int:
+    """Weights `litgpt_runtime.quantize` stores quantized: every block Linear's weight, and the
+    output head's when it is not tied to the embedding and has no LoRA."""
+    if setup.quantize is None:
+        return 0
+    per_layer = sum(i * o for i, o, _ in _linears(config).values())
+    head = 0 if config.tie_embeddings or setup.lora.head else config.padded_vocab_size * config.n_embd
+    return config.n_layer * per_layer + head
+
+
 def _param_bytes(precision: str) -> int:
     """Storage of a parameter: 16-bit under *-true 16-bit precisions, float32 otherwise."""
     return 2 if precision in ("bf16-true", "16-true") else 4
@@ -241,11 +267,24 @@ def estimate(config: Config, setup: TrainingSetup) -> Estimate:
     trainable = trainable_parameters(config, setup)
     pb = _param_bytes(setup.precision)
     shard = setup.world_size if setup.sharded else 1
+    quantized = quantized_parameters(config, setup)
+    weights = (total - quantized) * pb
+    casts = 2 * trainable if setup.precision.endswith("-mixed") else 0
+    if quantized:
+        from litgpt_runtime.quantize import mode
+
+        weights += quantized * mode(setup.quantize).bytes_per_weight
+        # each quantized layer is dequantized for its matrix product: the largest one, twice
+        # (forward, and backward for the input gradient)
+        head_quantized = not (config.tie_embeddings or setup.lora.head)
+        largest = max([i * o for i, o, _ in _linears(config).values()]
+                      + ([config.padded_vocab_size * config.n_embd] if head_quantized else []))
+        casts += 2 * largest * pb
     parts: dict[str, float] = {
-        "weights": total * pb / shard,
+        "weights": weights / shard,
         "gradients": trainable * pb / shard,
         "optimizer": 2 * trainable * pb / shard,
-        "casts": (2 * trainable if setup.precision.endswith("-mixed") else 0),
+        "casts": casts,
     }
     tokens = setup.micro_batch_size * setup.max_seq_length
     parts["activations"] = tokens * config.n_layer * _saved_per_token_layer(config, setup)
@@ -321,9 +360,13 @@ def _cheap_changes(setup: TrainingSetup) -> list[list[tuple[str, dict, float]]]:
         options.append(("method lora instead of full", {"method": "lora"}, 1.0))
     if setup.precision in ("32-true", "bf16-mixed", "16-mixed"):
         options.append(("precision bf16-true", {"precision": "bf16-true"}, 1.0))
+    if setup.method == "lora" and setup.quantize is None and setup.strategy != "fsdp":
+        options.append(("quantize bnb.nf4 (QLoRA) at precision bf16-true",
+                        {"quantize": "bnb.nf4", "precision": "bf16-true"}, 1.0))
     subsets: list[list[tuple[str, dict, float]]] = [[]]
     for option in options:
-        subsets += [subset + [option] for subset in subsets]
+        subsets += [subset + [option] for subset in subsets
+                    if not {k for _, change, _ in subset for k in change} & set(option[1])]
     return subsets
 
 
@@ -367,7 +410,10 @@ def _alternatives(config: Config, setup: TrainingSetup, budget_gib: float) -> li
             for what, change, cost in values:
                 if not cheap and not change:
                     continue  # the setup itself
-                candidate = dataclasses.replace(base, **change)
+                try:
+                    candidate = dataclasses.replace(base, **change)
+                except UserError:  # a combination that does not exist (QLoRA with FSDP)
+                    continue
                 est = estimate(config, candidate)
                 if est.total_gib <= budget_gib:
                     words = " and ".join([c[0] for c in cheap] + ([what] if what else []))
@@ -418,6 +464,7 @@ def main(
     lora_projection: bool = LORA.projection,
     lora_mlp: bool = LORA.mlp,
     lora_head: bool = LORA.head,
+    quantize: Quantize = None,
     checkpoint_root_dir: Path = Path("checkpoints"),
     json_output: bool = False,
 ) -> None:
@@ -442,6 +489,7 @@ def main(
         lora_projection: LoRA on the attention output projection.
         lora_mlp: LoRA on the MLP.
         lora_head: LoRA on the output head.
+        quantize: QLoRA: the frozen base weights quantized (bnb.nf4, bnb.nf4-dq, bnb.fp4, bnb.fp4-dq, bnb.int8).
         checkpoint_root_dir: Where downloaded checkpoints live.
         json_output: Print the report as JSON.
     """
@@ -452,6 +500,7 @@ def main(
         devices=devices, num_nodes=num_nodes, strategy=strategy,
         lora=LoRAOptions(r=lora_r, query=lora_query, key=lora_key, value=lora_value,
                          projection=lora_projection, mlp=lora_mlp, head=lora_head),
+        quantize=quantize,
     )
     report = check(config, setup, gpu_memory_gb)
     if json_output:

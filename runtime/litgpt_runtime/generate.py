@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Literal, Optional, Sequence
 
 from litgpt_runtime.errors import UserError
+from litgpt_runtime.quantize import Quantize
 
 if TYPE_CHECKING:
     import torch
@@ -147,17 +148,27 @@ def load_inference_model(checkpoint_dir: Path, device: "torch.device", precision
 
 
 def load_for_inference(repo_id: str, checkpoint_root_dir: Path, device: str, precision: Optional[str],
-                       compile: bool, access_token: Optional[str] = None):
-    """(model, tokenizer, device) for `repo_id`, downloading the checkpoint on first use."""
+                       compile: bool, access_token: Optional[str] = None, quantize: Quantize = None):
+    """(model, tokenizer, device) for `repo_id`, downloading the checkpoint on first use; with
+    `quantize`, its Linear weights quantized as they load (`litgpt_runtime.quantize`)."""
     import torch
 
     from litgpt_runtime.download import ensure_checkpoint
     from litgpt_runtime.tokenizer import Tokenizer
 
+    if quantize is not None:
+        from litgpt_runtime.quantize import check_quantize
+
+        check_quantize(quantize)
     checkpoint_dir = ensure_checkpoint(repo_id, checkpoint_root_dir, access_token=access_token)
     torch_device = pick_device(device)
     tokenizer = Tokenizer(checkpoint_dir)
-    model = load_inference_model(checkpoint_dir, torch_device, precision)
+    if quantize is not None:
+        from litgpt_runtime.quantize import load_quantized_model
+
+        model = load_quantized_model(checkpoint_dir, quantize, torch_device, pick_dtype(precision, torch_device))
+    else:
+        model = load_inference_model(checkpoint_dir, torch_device, precision)
     if compile:
         # Default (automatic) dynamic shapes: the cache length grows by one each step, so after the
         # first recompilation that length is symbolic instead of a new graph per token.
@@ -211,6 +222,7 @@ def main(
     seed: Optional[int] = 1234,
     checkpoint_root_dir: Path = Path("checkpoints"),
     access_token: Optional[str] = None,
+    quantize: Quantize = None,
 ) -> None:
     """Generate text from a prompt, streaming it to the terminal.
 
@@ -234,13 +246,15 @@ def main(
         seed: Random seed for sampling (None: not seeded).
         checkpoint_root_dir: Where repo ids are looked up and downloaded to.
         access_token: Hugging Face token for gated models (default: $HF_TOKEN).
+        quantize: Load the weights quantized with bitsandbytes (bnb.nf4, bnb.nf4-dq, bnb.fp4,
+            bnb.fp4-dq, bnb.int8): less memory, a little less accuracy.
     """
     import torch
 
     if seed is not None:
         torch.manual_seed(seed)
     model, tokenizer, torch_device = load_for_inference(repo_id, Path(checkpoint_root_dir), device, precision,
-                                                        compile, access_token)
+                                                        compile, access_token, quantize)
     ids = prompt_ids_for(tokenizer, prompt, raw, system)
     for i in range(num_samples):
         t0 = time.perf_counter()

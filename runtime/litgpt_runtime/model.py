@@ -441,7 +441,7 @@ class GPT(nn.Module):
         """Allocate a static KV cache per layer (zeros); needed before calling with input_pos."""
         if max_seq_length is not None and max_seq_length != self._max_seq_length:
             self.max_seq_length = max_seq_length
-        param = self.lm_head.weight
+        param = self.transformer.wte.weight  # (lm_head may hold quantized weights: --quantize)
         device = device or param.device
         dtype = dtype or param.dtype
         cfg = self.config
@@ -521,7 +521,8 @@ class GPT(nn.Module):
                 cos, sin = cos[:T], sin[:T]
             else:
                 cos, sin = cos.index_select(0, positions), sin.index_select(0, positions)
-            layer_ropes[kind] = (cos.to(self.lm_head.weight.dtype), sin.to(self.lm_head.weight.dtype))
+            dtype = self.transformer.wte.weight.dtype  # the model's dtype (lm_head's may be quantized)
+            layer_ropes[kind] = (cos.to(dtype), sin.to(dtype))
             masks[kind] = self._mask(kind, positions, maxp1, prefill)
 
         x = self.transformer.wte(idx)  # (B, T, n_embd)

@@ -138,15 +138,14 @@ def test_lora_unmerged_then_merge_lora_and_export_matches_transformers(base_dir,
         assert not torch.allclose(ours(x), load_model(base_dir)(x), atol=1e-3)  # the finetune is in there
 
 
-def test_wrong_method_option_and_quantize_without_gpu(base_dir, data_file):
+def test_wrong_method_option_and_quantize_mode(base_dir, data_file):
     from litgpt_runtime.finetune import setup
 
     with pytest.raises(UserError, match="--lora_r belongs to --method lora"):
         setup(str(base_dir), method="full", lora_r=4, data=JSON(json_path=data_file))
     with pytest.raises(UserError, match="--adapter_start_layer belongs to --method adapter / adapter_v2"):
         setup(str(base_dir), adapter_start_layer=1, data=JSON(json_path=data_file))
-    if not torch.cuda.is_available():
-        with pytest.raises(UserError, match="needs a CUDA GPU"):
-            setup(str(base_dir), quantize="bnb.nf4", data=JSON(json_path=data_file))
+    with pytest.raises(UserError, match="--quantize 'bnb.q3' is not a mode"):
+        setup(str(base_dir), quantize="bnb.q3", data=JSON(json_path=data_file))
     with pytest.raises(UserError, match="--data.json_path"):
         setup(str(base_dir))

@@ -49,8 +49,9 @@ COMMON = (
 )
 """Options of every method. `out_dir`, `train` and `eval` default per method (see `_defaults`)."""
 
-QUANTIZE = Option("quantize", Quantize, None, "QLoRA: load the frozen base weights quantised (bitsandbytes, CUDA "
-                  "GPUs only).")
+QUANTIZE = Option("quantize", Quantize, None, "QLoRA: the frozen base weights are quantized with bitsandbytes as "
+                  "they load (nf4/fp4: 4-bit, -dq: double quantization, int8: LLM.int8); LoRA trains in --precision "
+                  "(default then: bf16-true on bf16 GPUs, else 32-true). CPUs and GPUs.")
 MERGE = Option("merge", bool, True, "Merge the updates into the weights at the end (a plain checkpoint); false keeps "
                "`lit_lora.safetensors` for `litgpt merge_lora`.")
 REPO_ID_HELP = "The base model: a Hugging Face repo id (downloaded on first use) or a checkpoint folder."
@@ -165,7 +166,7 @@ def launch(method: str, options: dict[str, Any]) -> None:
     variant = import_module(f"litgpt_runtime.finetune.{method}").method(**settings)
     hparams = hyperparameters({"method": method, **{k: v for k, v in options.items() if k not in NOT_RECORDED}})
     common = {k: v for k, v in options.items() if k not in settings and k != "quantize"}
-    run(variant, hparams=hparams, **common)
+    run(variant, hparams=hparams, quantize=options.get("quantize"), **common)
 
 
 def resolve(method: str, options: dict[str, Any]) -> dict[str, Any]:

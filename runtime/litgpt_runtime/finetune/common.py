@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal, Optional, Union
 
 from litgpt_runtime.errors import UserError
+from litgpt_runtime.quantize import Quantize
 from litgpt_runtime.train.args import EvalArgs, Resume, TrainArgs
 from litgpt_runtime.train.data import FinetuneData
 
@@ -22,7 +23,6 @@ if TYPE_CHECKING:
 
     from litgpt_runtime.config import Config
 
-Quantize = Optional[Literal["bnb.nf4", "bnb.nf4-dq", "bnb.fp4", "bnb.fp4-dq", "bnb.int8"]]
 
 
 @dataclass
@@ -58,24 +58,12 @@ def check_common(data: Optional[FinetuneData], quantize: Quantize, method: str) 
     if data is None or (hasattr(data, "json_path") and data.json_path is None):
         raise UserError(f"Give the training data: litgpt finetune_{method} <repo_id> --data JSON --data.json_path train.json")
     if quantize is not None:
-        check_quantize(quantize)
+        from litgpt_runtime.quantize import mode
+
+        mode(quantize)  # a bad name fails before anything is loaded; the rest is checked in `run`
     return data
 
 
-def check_quantize(quantize: str) -> None:
-    """QLoRA needs bitsandbytes and a CUDA GPU; say so plainly where they are missing."""
-    import importlib.util
-
-    import torch
-
-    if not torch.cuda.is_available():
-        raise UserError(
-            f"--quantize {quantize} needs a CUDA GPU (bitsandbytes quantisation runs on GPUs only); "
-            "drop --quantize to finetune in full precision on this machine."
-        )
-    if importlib.util.find_spec("bitsandbytes") is None:
-        raise UserError(f"--quantize {quantize} needs the bitsandbytes package: pip install bitsandbytes")
-    raise UserError(f"--quantize {quantize} is not supported by this build yet; drop --quantize (bf16 LoRA needs about 2 bytes per parameter).")
 
 
 def run(
@@ -95,11 +83,19 @@ def run(
     resume: Resume,
     access_token: Optional[str],
     hparams: dict[str, Any],
+    quantize: Quantize = None,
 ) -> None:
     """Validate, launch, train, write `<out_dir>/final`."""
     from litgpt_runtime.download import ensure_checkpoint
     from litgpt_runtime.train.launch import check_precision, make_fabric, parse_devices
 
+    if quantize is not None:
+        import torch
+
+        from litgpt_runtime.quantize import check_quantize, default_precision
+
+        precision = precision or default_precision("cuda" if torch.cuda.is_available() else "cpu")
+        check_quantize(quantize, precision, strategy)
     precision = check_precision(precision)
     devices = parse_devices(devices)
     base_dir = ensure_checkpoint(repo_id, checkpoint_root_dir, access_token=access_token)
@@ -110,12 +106,14 @@ def run(
         devices=devices, num_nodes=num_nodes, precision=precision, strategy=strategy,  # type: ignore[arg-type]
         out_dir=out_dir, wrap_class=method.model_class().block_class,
     )
-    fabric.launch(_main, method, base_dir, out_dir, data, train, eval, seed, resume, hparams, precision)
+    fabric.launch(_main, method, base_dir, out_dir, data, train, eval, seed, resume, hparams, precision, quantize)
 
 
-def load_variant(method: Method, base_dir: Path, dtype: "torch.dtype") -> tuple[Any, "Config", "Config"]:
+def load_variant(method: Method, base_dir: Path, dtype: "torch.dtype", quantize: Quantize = None,
+                 device: "torch.device | str" = "cpu") -> tuple[Any, "Config", "Config"]:
     """The variant model with the base weights (memory-mapped until touched) and fresh variant
-    parameters, in `dtype`; plus (base config, variant config)."""
+    parameters, in `dtype`; plus (base config, variant config). With `quantize`, the frozen
+    Linear weights are quantized onto `device` one at a time as they load (`litgpt_runtime.quantize`)."""
     import torch
 
     from litgpt_runtime.checkpoint import WEIGHTS_FILE, load_state_dict
@@ -125,9 +123,23 @@ def load_variant(method: Method, base_dir: Path, dtype: "torch.dtype") -> tuple[
     variant_config = method.build_config(base_config)
     with torch.device("meta"):
         model = method.model_class()(variant_config)
-    model.load_state_dict(load_state_dict(base_dir / WEIGHTS_FILE), strict=False, assign=True)
+    state_dict = load_state_dict(base_dir / WEIGHTS_FILE)
+    if quantize is None:
+        model.load_state_dict(state_dict, strict=False, assign=True)
+        materialize_new_parameters(model)
+        return model.to(dtype), base_config, variant_config
+    from litgpt_runtime.quantize import plain_parameters, quantize_into
+
+    quantize_into(model, state_dict, quantize, dtype, device)
+    model.load_state_dict(state_dict, strict=False, assign=True)
     materialize_new_parameters(model)
-    return model.to(dtype), base_config, variant_config
+    for param in plain_parameters(model):  # (Module.to would also touch the bitsandbytes weights)
+        param.data = param.data.to(dtype)
+    for buffer_owner in model.modules():
+        for key, buffer in list(buffer_owner.named_buffers(recurse=False)):
+            if buffer.is_floating_point():
+                setattr(buffer_owner, key, buffer.to(dtype))
+    return model, base_config, variant_config
 
 
 def materialize_new_parameters(model: Any) -> None:
@@ -155,7 +167,8 @@ def materialize_new_parameters(model: Any) -> None:
 
 
 def _main(fabric: Any, method: Method, base_dir: Path, out_dir: Path, data: FinetuneData, train: TrainArgs,
-          eval: EvalArgs, seed: int, resume: Resume, hparams: dict[str, Any], precision: str) -> None:
+          eval: EvalArgs, seed: int, resume: Resume, hparams: dict[str, Any], precision: str,
+          quantize: Quantize = None) -> None:
     from litgpt_runtime.tokenizer import Tokenizer
     from litgpt_runtime.train.batches import IndexedBatches
     from litgpt_runtime.train.data import pad_collate
@@ -167,7 +180,8 @@ def _main(fabric: Any, method: Method, base_dir: Path, out_dir: Path, data: Fine
     fabric.seed_everything(seed)
     tokenizer = Tokenizer(base_dir)
     original_template = tokenizer.chat_template
-    model, base_config, variant_config = load_variant(method, base_dir, training_dtype(precision))
+    model, base_config, variant_config = load_variant(method, base_dir, training_dtype(precision), quantize,
+                                                      fabric.device)
     max_seq_length = train.max_seq_length or base_config.block_size
     if max_seq_length > base_config.block_size:
         raise UserError(f"--train.max_seq_length {max_seq_length} exceeds the model's context length ({base_config.block_size}).")
@@ -183,9 +197,9 @@ def _main(fabric: Any, method: Method, base_dir: Path, out_dir: Path, data: Fine
     loss_fn = TargetOnlyLoss(model)
     trainable = [p for p in model.parameters() if p.requires_grad]
     n_trainable = sum(p.numel() for p in trainable)
-    n_total = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    n_total = sum(_logical_numel(p) for p in {id(p): p for p in model.parameters()}.values())
     fabric.print(f"{method.name}: training {n_trainable:,} of {n_total:,} parameters on {len(train_samples)} samples "
-                 f"({len(val_samples)} for validation).")
+                 f"({len(val_samples)} for validation)" + (f"; base weights quantized with {quantize}." if quantize else "."))
 
     model = fabric.setup_module(model)
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], train, fabric.device)
@@ -203,6 +217,14 @@ def _main(fabric: Any, method: Method, base_dir: Path, out_dir: Path, data: Fine
 
     del optimizer  # its moments are no longer needed: free them before writing the output
     state_dict = full_state_dict(fabric, model, out_dir)
+    if quantize is not None and fabric.global_rank == 0:
+        # The output is an ordinary checkpoint: the trained weights over the checkpoint's own
+        # full-precision base weights (not their quantized approximation).
+        from litgpt_runtime.checkpoint import WEIGHTS_FILE, load_state_dict
+
+        trained = {k for k, p in getattr(model, "module", model).named_parameters() if p.requires_grad}
+        state_dict = {**load_state_dict(base_dir / WEIGHTS_FILE),
+                      **{k: v for k, v in state_dict.items() if k in trained}}
     if fabric.global_rank == 0:
         from litgpt_runtime.checkpoint import WEIGHTS_FILE, load_state_dict
         from litgpt_runtime.safetensors_io import page_out
@@ -220,6 +242,12 @@ def _main(fabric: Any, method: Method, base_dir: Path, out_dir: Path, data: Fine
                                           template, base_dtype))
         fabric.print(f"Saved the finetuned model to {final_dir}")
     fabric.barrier()
+
+
+def _logical_numel(param: Any) -> int:
+    """Weights a parameter stands for (a 4-bit one packs two per byte)."""
+    shape = getattr(getattr(param, "quant_state", None), "shape", None)
+    return int(__import__("math").prod(shape)) if shape is not None else param.numel()
 
 
 def save_complete(ctx: OutputContext, state_dict: dict[str, "torch.Tensor"], method: str, extra_files: Callable[[Path], None] = lambda _: None) -> None:

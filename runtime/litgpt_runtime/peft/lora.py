@@ -86,7 +86,14 @@ class LoRALinear(nn.Linear):
         self.lora_B = nn.Parameter(torch.empty(sum(size for _, size in self.parts), r, device=device))
         self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.merged = False
+        self.base: Optional[nn.Module] = None  # QLoRA: a quantized layer in place of weight/bias
         self.reset_lora_parameters()
+
+    def set_base(self, layer: nn.Module) -> None:
+        """Compute the frozen part with `layer` (a bitsandbytes Linear, `litgpt_runtime.quantize`)
+        instead of `weight` and `bias`, which go."""
+        self.weight, self.bias = None, None
+        self.base = layer
 
     def reset_lora_parameters(self) -> None:
         if self.lora_A.is_meta:
@@ -120,7 +127,7 @@ class LoRALinear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.merged:
             return F.linear(x, self.weight, self.bias)
-        out = F.linear(x, self.weight, self.bias)
+        out = self.base(x) if self.base is not None else F.linear(x, self.weight, self.bias)
         a = F.linear(self.lora_dropout(x), self.lora_A) * self.scaling  # (..., r * n_parts)
         # out + a @ up^T in one fused kernel (addmm) instead of a product and a separate add
         flat = torch.addmm(out.reshape(-1, self.out_features), a.reshape(-1, a.size(-1)), self.up_matrix().t())
@@ -129,6 +136,9 @@ class LoRALinear(nn.Linear):
     @torch.no_grad()
     def merge(self) -> None:
         """Fold the update into the weight (the output stays the same, the LoRA path goes quiet)."""
+        if self.base is not None:
+            raise RuntimeError("a LoRA layer over quantized weights cannot merge in place; merge into the "
+                               "checkpoint's weights (finetune/lora.py merge_state_dict)")
         if not self.merged:
             self.weight.data += self.delta_weight().to(self.weight.dtype)
             self.merged = True
