@@ -43,6 +43,7 @@ from typing import Callable, Iterator, Optional
 
 from litgpt_runtime.checkpoint import SIDE_FILES
 from litgpt_runtime.errors import AccessDenied, IntegrityError, NotFound, TransferStalled, UserError
+from litgpt_runtime.termination import write_termination_message
 from litgpt_runtime.hub_transfer import DEFAULT_RETRIES, DEFAULT_STALL_TIMEOUT, stall_guard, with_retries
 
 DOWNLOADS_DIR = ".downloads"
@@ -335,22 +336,6 @@ def download_lock(final: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.lockf(handle, fcntl.LOCK_UN)
-
-
-TERMINATION_LOG_ENV = "LITGPT_TERMINATION_LOG"
-DEFAULT_TERMINATION_LOG = Path("/dev/termination-log")
-
-
-def write_termination_message(text: str) -> None:
-    """Leave `text` in the container's termination log (pod status `terminated.message`), where
-    the operator reads it; nothing outside a container (or without $LITGPT_TERMINATION_LOG)."""
-    target = os.environ.get(TERMINATION_LOG_ENV) or (
-        str(DEFAULT_TERMINATION_LOG) if DEFAULT_TERMINATION_LOG.exists() and os.access(DEFAULT_TERMINATION_LOG, os.W_OK) else "")
-    if target:
-        try:
-            Path(target).write_text(text.rstrip("\n") + "\n")
-        except OSError as exc:  # a bonus: never fail (or mask a failure) over it
-            _say(f"Could not write to {target}: {exc.strerror}")
 
 
 def report_digest(checkpoint_dir: Path) -> str:

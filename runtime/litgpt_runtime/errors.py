@@ -48,7 +48,14 @@ class IntegrityError(UserError):
     reason = "ChecksumMismatch"
 
 
+class InvalidData(UserError):
+    """`litgpt validate_data` found data that training would refuse (or, with --strict, warnings)."""
+
+    exit_code = 7
+    reason = "DataInvalid"
+
+
 # exit status -> reason, for callers that only see the exit status (1 = any other UserError,
 # 2 = bad command line, 130 = interrupted).
 EXIT_REASONS: dict[int, str] = {cls.exit_code: cls.reason for cls in (AccessDenied, NotFound, TransferStalled,
-                                                                    IntegrityError)}
+                                                                    IntegrityError, InvalidData)}

@@ -22,6 +22,7 @@ from litgpt_runtime.checkpoint import (
 )
 from litgpt_runtime.config import Config
 from litgpt_runtime.errors import UserError
+from litgpt_runtime.termination import TERMINATION_LOG_ENV
 from litgpt_runtime.model import GPT
 
 TINY = dict(n_layer=1, n_embd=32, n_head=4, n_query_groups=2, intermediate_size=64, vocab_size=100, block_size=32)
@@ -82,7 +83,7 @@ def test_a_consistent_but_different_checkpoint_is_refused(folder, tmp_path):
 def test_download_prints_the_digest_and_writes_the_termination_log(hub, hub_env, tmp_path, monkeypatch, capsys):
     make_repo(hub.root, "tiny-org/tiny-llama", make_hf_model_dir("llama", tmp_path / "hf" / "tiny-llama"))
     log = tmp_path / "termination-log"
-    monkeypatch.setenv(download.TERMINATION_LOG_ENV, str(log))
+    monkeypatch.setenv(TERMINATION_LOG_ENV, str(log))
     final = download.main("tiny-org/tiny-llama", checkpoint_root_dir=tmp_path / "checkpoints")
     digest = checkpoint_digest(final)
     assert f"weights digest: {digest}" in capsys.readouterr().out
