@@ -14,7 +14,8 @@
 - resumable checkpoints every `save_interval` steps in `out_dir/step-XXXXXX/` (trainable weights,
   optimizer state, step counters, data position), written to a temporary name and renamed, so a
   half-written one is never picked up by `--resume auto`;
-- metrics (loss, lr, tokens/s, memory) to stdout, CSV and TensorBoard.
+- metrics (loss, lr, tokens/s, memory) to stdout, CSV and TensorBoard, and the declared progress
+  record (`litgpt_runtime.progress_record`: step, loss, ETA, last checkpoint, ...) for machines.
 
 Randomness (dropout) is re-seeded from (seed, step, rank) at every step, which makes a resumed
 run reproduce an uninterrupted one exactly without storing generator states.
@@ -35,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from litgpt_runtime.errors import UserError
+from litgpt_runtime.progress_record import Checkpoint, ProgressRecord, emit, now_iso
 from litgpt_runtime.train.args import EvalArgs, Resume, TrainArgs
 from litgpt_runtime.train.batches import MicroBatchSource, one_pass
 from litgpt_runtime.train.data import IGNORE_INDEX
@@ -273,6 +275,42 @@ class StopSignal:
 
 
 
+class ProgressReporter:
+    """Emits progress records from rank 0 (`litgpt_runtime.progress_record`); the ETA is this
+    run's average pace since it started (or resumed) times the steps left."""
+
+    def __init__(self, fabric: Any, total_steps: Optional[int], train_source, start_step: int,
+                 resumed_from: Optional[Path]) -> None:
+        self.fabric, self.total_steps, self.train_source = fabric, total_steps, train_source
+        self.start_step, self.started = start_step, time.perf_counter()
+        self.resumed_from_step = start_step if resumed_from is not None else None
+        self.last_checkpoint = (Checkpoint(start_step, str(resumed_from), now_iso()) if resumed_from is not None
+                                else None)
+
+    def eta_seconds(self, step: int) -> Optional[float]:
+        done = step - self.start_step
+        if self.total_steps is None or done <= 0:
+            return None
+        return max(0.0, (self.total_steps - step) * (time.perf_counter() - self.started) / done)
+
+    def checkpoint_saved(self, state: "LoopState", path: Path) -> None:
+        self.last_checkpoint = Checkpoint(state.step, str(path), now_iso())
+        self.report("checkpoint", state)
+
+    def report(self, event: str, state: "LoopState", lr: Optional[float] = None,
+               tokens_per_second: Optional[float] = None) -> None:
+        if self.fabric.global_rank != 0:
+            return
+        record = ProgressRecord(
+            step=state.step, event=event, total_steps=self.total_steps,
+            epoch=int(getattr(self.train_source, "epoch", 0)), loss=state.train_loss, val_loss=state.val_loss,
+            learning_rate=lr, tokens_per_second=tokens_per_second, tokens_seen=state.tokens,
+            eta_seconds=0.0 if event == "finished" else self.eta_seconds(state.step),
+            last_checkpoint=self.last_checkpoint, resumed_from_step=self.resumed_from_step,
+        )
+        emit(record, lambda line: print(line, file=sys.stdout, flush=True))
+
+
 def peak_memory_gib(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30
@@ -326,12 +364,16 @@ def fit(
         f"Training: {accumulation} micro-batch(es) of {train.micro_batch_size} per step on each of "
         f"{fabric.world_size} process(es); {total if total is not None else '?'} steps."
     )
+    progress = ProgressReporter(fabric, limits.total_steps, train_source, state.step, resume_from)
+    if resume_from is not None:
+        progress.report("resumed", state)
     run = _Run(fabric, model, optimizer, train_source, val_source, train, eval, out_dir, limits, accumulation, seed,
-               loss_fn, trainable_only_checkpoints, checkpoint_files, flops_per_token, StopSignal())
+               loss_fn, trainable_only_checkpoints, checkpoint_files, flops_per_token, StopSignal(), progress)
     try:
         _steps(run, state, saved_at=state.step if resume_from is not None else -1)
     finally:
         run.stop.restore()
+    progress.report("finished", state)
     return state
 
 
@@ -355,10 +397,13 @@ class _Run:
     checkpoint_files: Optional[Callable[[Path], None]]
     flops_per_token: Optional[float]
     stop: StopSignal
+    progress: "ProgressReporter"
 
     def save(self, state: LoopState) -> Path:
-        return save_training_state(self.fabric, self.out_dir, self.model, self.optimizer, state,
+        path = save_training_state(self.fabric, self.out_dir, self.model, self.optimizer, state,
                                    self.trainable_only_checkpoints, self.checkpoint_files)
+        self.progress.checkpoint_saved(state, path)
+        return path
 
     def validate(self) -> Optional[float]:
         return validate(self.fabric, self.model, self.val_source, self.eval.max_iters, self.loss_fn)
@@ -435,6 +480,7 @@ def _steps(run: _Run, state: LoopState, saved_at: int) -> None:
                 f"peak mem {metrics['peak_memory_gib']:.2f} GiB",
                 file=sys.stdout,
             )
+            run.progress.report("step", state, lr=lr, tokens_per_second=metrics["tokens_per_sec"])
             window_start, window_tokens, window_loss, window_steps = time.perf_counter(), 0, 0.0, 0
 
         if run.val_source is not None and state.step % eval.interval == 0 and not limits.reached(state):
