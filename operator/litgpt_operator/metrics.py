@@ -125,7 +125,9 @@ def serve_once(port: int) -> None:
         log.error("metrics endpoint on port %s not started: %s", port, error)
 
 
-def reset() -> None:  # tests
+def reset() -> None:  # tests: an operator run earlier in the same process has counted too
     with _STATE.lock:
         _STATE.phases.clear()
         _STATE.progress.clear()
+    for metric in (RECONCILES, ERRORS, DURATION):
+        metric.clear()
