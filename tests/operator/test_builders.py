@@ -317,3 +317,23 @@ def test_no_digest_no_verification_and_finetune_outputs_are_not_checked_against_
 def test_download_job_names_its_termination_log():
     job = model.build_download_job(parent("LitGPTModel"), model_spec(), SETTINGS)
     assert _env(job)["LITGPT_TERMINATION_LOG"] == "/dev/termination-log"
+
+
+def test_a_model_at_a_revision_is_read_from_its_revision_folder():
+    """`litgpt download org/name --revision v2` writes `checkpoints/org/name@v2` (so two revisions of
+    one repo never share a folder): the finetune, the server and the status must name that folder,
+    not the default branch's."""
+    from litgpt_operator.builders.sources import checkpoint_path
+
+    at_v2 = ModelCheckpoint("pythia", "EleutherAI/pythia-14m", "model-cache", revision="v2")
+    (job,) = finetune.build_finetune_children(parent("FinetuneJob"), finetune_spec(), at_v2, SETTINGS)
+    assert container(job)["command"][:3] == ["litgpt", "finetune_lora", "EleutherAI/pythia-14m@v2"]
+    serve = MODEL_SERVER.parse_spec({"spec": {"modelRef": {"name": "pythia"}}})
+    deployment = server.build_deployment(parent("ModelServer", "chat"), serve, ServeSource(at_v2), SETTINGS)
+    assert container(deployment)["command"][:3] == ["litgpt", "serve", "EleutherAI/pythia-14m@v2"]
+    assert at_v2.mounted_dir == "/models/checkpoints/EleutherAI/pythia-14m@v2"
+    assert checkpoint_path("EleutherAI/pythia-14m", "v2") == "checkpoints/EleutherAI/pythia-14m@v2"
+    assert checkpoint_path("EleutherAI/pythia-14m", "main") == checkpoint_path("EleutherAI/pythia-14m")
+    body = {"metadata": {"name": "pythia"}, "spec": {"repoId": "EleutherAI/pythia-14m", "revision": "v2",
+                                                      "checkpointRootPVC": {"claimName": "model-cache"}}}
+    assert ModelCheckpoint.from_body(body).ref == "EleutherAI/pythia-14m@v2"

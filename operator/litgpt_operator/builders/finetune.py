@@ -58,7 +58,7 @@ def finetune_command(parent: c.Parent, spec: FinetuneJobSpec, model: ModelCheckp
     output = output_of(parent, spec, model)
     data = spec.data
     command = [
-        "litgpt", f"finetune_{spec.method}", model.repo_id,
+        "litgpt", f"finetune_{spec.method}", model.ref,
         "--checkpoint_root_dir", c.CHECKPOINT_ROOT,
         "--out_dir", output.mounted_dir,
         "--data", "JSON",

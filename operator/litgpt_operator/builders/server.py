@@ -34,7 +34,7 @@ class ServeSource:
         """The runtime's first argument: the repo id, or the folder of the finetuned checkpoint."""
         if self.finetune_output:
             return f"{self.finetune_output.mounted_dir}/{FINETUNE_FINAL_SUBDIR}"
-        return self.model.repo_id
+        return self.model.ref
 
 
 def server_name(parent: c.Parent) -> str:

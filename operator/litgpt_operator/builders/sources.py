@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from litgpt_runtime.checkpoint import revision_suffix  # torch-free
+
 from litgpt_operator.api import LITGPT_MODEL
 from litgpt_operator.builders.common import CHECKPOINT_ROOT, OUTPUT_MOUNT
 
@@ -14,9 +16,15 @@ OUTPUT_CLAIM_ANNOTATION = "litgpt.dev/output-claim"
 OUTPUT_PATH_ANNOTATION = "litgpt.dev/output-path"
 
 
-def checkpoint_path(repo_id: str) -> str:
-    """Folder of a model inside its cache claim (the runtime's `<root>/<org>/<name>`)."""
-    return f"checkpoints/{repo_id}"
+def model_ref(repo_id: str, revision: Optional[str] = None) -> str:
+    """How the runtime names a model at a revision: `org/name`, or `org/name@rev` for a revision other
+    than the default branch (`litgpt download --revision rev` writes that folder)."""
+    return repo_id + revision_suffix(revision)
+
+
+def checkpoint_path(repo_id: str, revision: Optional[str] = None) -> str:
+    """Folder of a model inside its cache claim (the runtime's `<root>/<org>/<name>[@<rev>]`)."""
+    return f"checkpoints/{model_ref(repo_id, revision)}"
 
 
 @dataclass(frozen=True)
@@ -27,12 +35,18 @@ class ModelCheckpoint:
     repo_id: str
     claim_name: str
     digest: Optional[str] = None  # status.digest: what the download recorded (sha256 of the weights)
+    revision: Optional[str] = None
 
     @classmethod
     def from_body(cls, body: dict) -> "ModelCheckpoint":
         spec = LITGPT_MODEL.parse_spec(body)
         digest = (body.get("status") or {}).get("digest")
-        return cls(body["metadata"]["name"], spec.repo_id, spec.checkpoint_root_pvc.claim_name, digest)
+        return cls(body["metadata"]["name"], spec.repo_id, spec.checkpoint_root_pvc.claim_name, digest, spec.revision)
+
+    @property
+    def ref(self) -> str:
+        """The runtime's first argument for these weights (`org/name[@rev]`)."""
+        return model_ref(self.repo_id, self.revision)
 
     def verify_env(self) -> list[dict]:
         """Env of a pod that loads these weights: the runtime re-hashes them against the digest
@@ -42,7 +56,7 @@ class ModelCheckpoint:
     @property
     def mounted_dir(self) -> str:
         """The checkpoint folder inside a runtime pod (the model claim is mounted at /models)."""
-        return f"{CHECKPOINT_ROOT}/{self.repo_id}"
+        return f"{CHECKPOINT_ROOT}/{self.ref}"
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ def reconcile_model(body: dict, settings: Settings) -> Observed:
     spec = LITGPT_MODEL.parse_spec(body)
     job_name = download_job_name(parent)
     claim = spec.checkpoint_root_pvc.claim_name
-    fields = {"jobName": job_name, "claimName": claim, "checkpointPath": checkpoint_path(spec.repo_id)}
+    fields = {"jobName": job_name, "claimName": claim, "checkpointPath": checkpoint_path(spec.repo_id, spec.revision)}
     digest = (body.get("status") or {}).get("digest")
     job, state = read_job(parent, job_name, settings)
     if job is None:
@@ -33,7 +33,7 @@ def reconcile_model(body: dict, settings: Settings) -> Observed:
             fields["digest"] = digest
         conditions[0] = Cond.of(
             "Ready", True, "CheckpointComplete",
-            f"{spec.repo_id} is downloaded to {checkpoint_path(spec.repo_id)} in claim {claim}.",
+            f"{spec.repo_id} is downloaded to {checkpoint_path(spec.repo_id, spec.revision)} in claim {claim}.",
         )
     spec_change = spec_change_condition("LitGPTModel", parent.generation, job, state)
     return Observed(phase, conditions + ([spec_change] if spec_change else []), fields)
