@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
+from litgpt_runtime.errors import EXIT_REASONS  # torch-free: the runtime's exit-code contract
+
 # Waiting reasons that mean "this will not start by itself".
 STUCK_WAITING = {
     "ImagePullBackOff",
@@ -49,7 +51,8 @@ def _termination_problem(pod_name: str, container: str, term: dict) -> Optional[
         return None
     reason = term.get("reason") or "Error"
     if reason in ("Error", "Completed"):
-        reason = "NonZeroExitCode"
+        # The runtime's own exit codes name the cause (AccessDenied, NotFound, ...: EXIT_REASONS).
+        reason = EXIT_REASONS.get(code, "NonZeroExitCode")
     message = f"container {container} of pod {pod_name} exited with code {code}"
     if term.get("reason") == "OOMKilled":
         message += " (OOMKilled: out of memory; raise the memory limit or lower train.microBatchSize)"

@@ -314,6 +314,17 @@ def test_no_digest_no_verification_and_finetune_outputs_are_not_checked_against_
     assert "LITGPT_EXPECTED_DIGEST" not in _env(deployment)
 
 
+def test_download_job_ends_at_once_on_a_refusal():
+    """401/403 (exit 3) and 404 (exit 4) cannot succeed on another pod: the Job fails at once
+    instead of running backoffLimit + 1 pods; a stall (5) or a bad file (6) stays retryable."""
+    spec = LITGPT_MODEL.parse_spec({"spec": {"repoId": "EleutherAI/pythia-14m", "checkpointRootPVC": {"claimName": "m"}}})
+    job = model.build_download_job(parent("LitGPTModel"), spec, SETTINGS)
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"  # podFailurePolicy requires it
+    (rule,) = job["spec"]["podFailurePolicy"]["rules"]
+    assert rule["action"] == "FailJob" and rule["onExitCodes"]["containerName"] == common.CONTAINER
+    assert {3, 4} <= set(rule["onExitCodes"]["values"]) and not {5, 6} & set(rule["onExitCodes"]["values"])
+
+
 def test_download_job_names_its_termination_log():
     job = model.build_download_job(parent("LitGPTModel"), model_spec(), SETTINGS)
     assert _env(job)["LITGPT_TERMINATION_LOG"] == "/dev/termination-log"

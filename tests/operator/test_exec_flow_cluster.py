@@ -90,3 +90,22 @@ def test_download_finetune_serve_for_real(k8s, hub, monkeypatch):
     finally:
         runner.stop()
     assert not runner.crashes(), "\n".join(runner.crashes())
+
+
+def test_a_missing_repo_fails_the_model_at_once_with_reason_not_found(k8s, hub, monkeypatch):
+    """404 from the Hub: `litgpt download` exits 4, the Job's podFailurePolicy fails it on that
+    first pod (no backoffLimit + 1 pods), and the model is Failed with reason NotFound."""
+    for key, value in {**OPERATOR_ENV, "LITGPT_OPERATOR_HF_ENDPOINT": hub.url}.items():
+        monkeypatch.setenv(key, value)
+    runner = OperatorRunner(k8s.namespace).start()
+    try:
+        k8s.apply({"apiVersion": API, "kind": "LitGPTModel", "metadata": {"name": "missing"},
+                   "spec": {"repoId": "tiny-org/no-such-model", "backoffLimit": 3,
+                            "checkpointRootPVC": {"claimName": "cache", "size": "1Gi"}, **ON_EXEC_NODE}})
+        failed = k8s.wait_phase("LitGPTModel", "missing", "Failed", timeout=180)
+        cond = condition(failed, "Failed")
+        assert cond["reason"] == "NotFound", cond
+        assert "no-such-model" in cond["message"]
+        assert len(k8s.list("Pod")) == 1  # one pod, not backoffLimit + 1
+    finally:
+        runner.stop()

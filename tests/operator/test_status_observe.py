@@ -68,8 +68,13 @@ def test_pod_problem_reasons():
     assert problem.reason == "ImagePullBackOff" and "no such image" in problem.message and not problem.terminated
     oom = observe.pod_problem(pod(phase="Failed", statuses=[terminated(137, "OOMKilled")]))
     assert oom.reason == "OOMKilled" and "exit" in oom.message and "memory" in oom.message
-    code = observe.pod_problem(pod(phase="Failed", statuses=[terminated(3, message="UserError: bad dataset")]))
-    assert code.reason == "NonZeroExitCode" and "code 3" in code.message and "bad dataset" in code.message
+    code = observe.pod_problem(pod(phase="Failed", statuses=[terminated(1, message="UserError: bad dataset")]))
+    assert code.reason == "NonZeroExitCode" and "code 1" in code.message and "bad dataset" in code.message
+    # the runtime's own exit codes name the cause (litgpt_runtime.errors.EXIT_REASONS)
+    denied = observe.pod_problem(pod(phase="Failed", statuses=[terminated(3, message="AccessDenied: gated repo")]))
+    assert denied.reason == "AccessDenied" and "gated repo" in denied.message
+    missing = observe.pod_problem(pod(phase="Failed", statuses=[terminated(4, message="NotFound: no repo x/y")]))
+    assert missing.reason == "NotFound"
     assert observe.pod_problem(pod(phase="Succeeded", statuses=[terminated(0, "Completed")])) is None
     evicted = observe.pod_problem(pod(phase="Failed", reason="Evicted"))
     assert evicted.reason == "Evicted"

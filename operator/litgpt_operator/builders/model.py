@@ -9,6 +9,8 @@ from litgpt_operator.builders import common as c
 from litgpt_operator.settings import Settings
 
 COMPONENT = "download"
+# litgpt_runtime.errors: 1 user error, 2 usage error, 3 AccessDenied (401/403), 4 NotFound (404).
+FINAL_DOWNLOAD_EXIT_CODES = [1, 2, 3, 4]
 
 
 def download_job_name(parent: c.Parent) -> str:
@@ -61,4 +63,10 @@ def build_download_job(parent: c.Parent, spec: LitGPTModelSpec, settings: Settin
         resources=c.resources(spec.resources, settings),
     )
     template = c.pod_template(parent, COMPONENT, parts, spec, settings)
-    return c.job(parent, download_job_name(parent), COMPONENT, template, spec.backoff_limit)
+    job = c.job(parent, download_job_name(parent), COMPONENT, template, spec.backoff_limit)
+    # A refusal (bad token, gated repo, no such repo or revision) or a usage error ends the Job at
+    # once: another pod would be refused the same way. Stalls and checksum mismatches stay
+    # retryable (the runtime already retried the stall with back-off; a bad file was deleted).
+    job["spec"]["podFailurePolicy"] = {"rules": [{"action": "FailJob", "onExitCodes": {
+        "containerName": c.CONTAINER, "operator": "In", "values": FINAL_DOWNLOAD_EXIT_CODES}}]}
+    return job
