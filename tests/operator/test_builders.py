@@ -236,6 +236,17 @@ def test_server_deployment_service_and_probe():
     assert server.url(p, spec) == "http://chat.team-a.svc:8000"
 
 
+def test_server_api_key_comes_from_its_secret_only():
+    spec = MODEL_SERVER.parse_spec({"spec": {"modelRef": {"name": "pythia"}, "apiKeySecretRef": {"name": "keys"}}})
+    deployment = server.build_deployment(parent("ModelServer", "chat"), spec, ServeSource(CHECKPOINT), SETTINGS)
+    env = {e["name"]: e for e in container(deployment)["env"]}
+    assert env["LITGPT_API_KEY"]["valueFrom"] == {"secretKeyRef": {"name": "keys", "key": "api-key"}}
+    assert "value" not in env["LITGPT_API_KEY"] and "--api_key" not in container(deployment)["command"]
+    from litgpt_runtime.serve.auth import ENV_VAR
+
+    assert server.API_KEY_ENV == ENV_VAR  # the variable the runtime reads
+
+
 def test_server_of_a_finetune_with_autoscaling():
     spec = MODEL_SERVER.parse_spec({"spec": {"finetuneRef": {"name": "ft"}, "autoscaling": {"maxReplicas": 4}}})
     source = ServeSource(CHECKPOINT, OutputLocation("results", "finetunes/ft"))

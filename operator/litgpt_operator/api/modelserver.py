@@ -11,6 +11,7 @@ from litgpt_operator.api.common import (
     LocalObjectReference,
     PodPlacement,
     InferencePrecision,
+    SecretKeyRef,
     StatusBase,
     cel,
     gpus_field,
@@ -34,6 +35,13 @@ class Autoscaling(ApiModel):
     target_cpu_utilization_percentage: int = Field(
         80, description="Average CPU utilisation (percent of requests) the autoscaler aims at.", ge=1, le=100
     )
+
+
+class ApiKeySecretRef(SecretKeyRef):
+    """A key of a Secret in the same namespace holding the API key."""
+
+    key: str = Field("api-key", description="Key inside the Secret whose value is the API key.",
+                     min_length=1, max_length=253)
 
 
 class ModelServerSpec(PodPlacement):
@@ -61,6 +69,12 @@ class ModelServerSpec(PodPlacement):
         None, description="Numeric precision of inference (the weights' dtype; the runtime picks when omitted)."
     )
     max_new_tokens: Optional[int] = Field(None, description="Default cap on generated tokens per request.", ge=1)
+    api_key_secret_ref: Optional[ApiKeySecretRef] = Field(
+        None,
+        description="Secret key holding the server's API key: every route but /health, /ready and /metrics then "
+        "needs `Authorization: Bearer <key>`. The key reaches the pods only as the environment variable "
+        "LITGPT_API_KEY from this Secret (never in args, status or events).",
+    )
     autoscaling: Optional[Autoscaling] = Field(None, description="Scale replicas with load (creates an HPA).")
 
 

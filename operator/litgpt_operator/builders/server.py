@@ -14,6 +14,7 @@ from litgpt_operator.settings import Settings
 
 COMPONENT = "server"
 HEALTH_PATH = "/health"
+API_KEY_ENV = "LITGPT_API_KEY"  # litgpt_runtime.serve.auth.ENV_VAR
 # Where a finetune's servable checkpoint sits inside its output folder.
 FINETUNE_FINAL_SUBDIR = "final"
 # A digest of everything the server's children were built from: equal digests, nothing to apply
@@ -53,6 +54,14 @@ def serve_command(spec: ModelServerSpec, source: ServeSource) -> list[str]:
     return command
 
 
+def api_key_env(spec: ModelServerSpec) -> list[dict[str, Any]]:
+    """The API key as `litgpt serve` reads it ($LITGPT_API_KEY), only ever as a Secret reference."""
+    ref = spec.api_key_secret_ref
+    if ref is None:
+        return []
+    return [{"name": API_KEY_ENV, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}]
+
+
 def _pod_template(parent: c.Parent, spec: ModelServerSpec, source: ServeSource, settings: Settings) -> dict[str, Any]:
     volumes = [c.claim_volume("models", source.model.claim_name, read_only=True)]
     mounts = [c.mount("models", c.MODELS_MOUNT, read_only=True)]
@@ -62,7 +71,7 @@ def _pod_template(parent: c.Parent, spec: ModelServerSpec, source: ServeSource, 
     parts = c.PodParts(
         command=serve_command(spec, source),
         # A finetune output is a different checkpoint: only the model's own weights carry its digest.
-        env=[] if source.finetune_output else source.model.verify_env(),
+        env=([] if source.finetune_output else source.model.verify_env()) + api_key_env(spec),
         volumes=volumes,
         mounts=mounts,
         resources=c.resources(spec.resources, settings, spec.gpus),
