@@ -1,8 +1,9 @@
 """The Dockerfile: lint-clean, the two targets, non-root, dependency layers before sources.
 
-No Docker here, so the image is not built; these tests read the Dockerfile as Docker would
-(instructions, stages, the build context after .dockerignore) and run the one piece of logic it
-holds (turning pyproject's extras into requirement files) on the real pyproject.toml.
+These tests read the Dockerfile as Docker would (instructions, stages, the build context after
+.dockerignore) and run the one piece of logic it holds (turning pyproject's extras into
+requirement files) on the real pyproject.toml. The images themselves are built by hack/images.sh
+and run by test_images.py.
 """
 
 from __future__ import annotations
@@ -31,6 +32,20 @@ class Stage:
 
     def args(self, keyword: str) -> list[str]:
         return [arg for kw, arg in self.instructions if kw == keyword]
+
+    def runs(self) -> list[tuple[list[str], str]]:
+        """Each RUN as (its --flags, its command)."""
+        return [split_flags(arg) for arg in self.args("RUN")]
+
+
+def split_flags(arg: str) -> tuple[list[str], str]:
+    """`--mount=... --mount=... command` -> (["--mount=...", ...], "command")."""
+    flags = []
+    while arg.startswith("--"):
+        flag, _, arg = arg.partition(" ")
+        flags.append(flag)
+        arg = arg.lstrip()
+    return flags, arg
 
 
 def parse(text: str) -> list[Stage]:
@@ -112,31 +127,66 @@ def test_runtime_writes_only_to_its_volumes(stages):
     assert "chown litgpt:litgpt /checkpoints /out" in base_runs
 
 
-def test_final_images_copy_only_the_virtualenv(stages):
-    """Build tools and the build context stay in the build stages."""
-    for target, builder in (("runtime", "runtime-build"), ("operator", "operator-build")):
-        copies = stages[target].args("COPY")
-        assert copies == [f"--from={builder} /opt/venv /opt/venv"], copies
+FINAL = {"runtime": "runtime-deps", "operator": "operator-deps"}  # final stage -> its dependency stage
 
 
-@pytest.mark.parametrize("builder", ["runtime-build", "operator-build"])
-def test_dependencies_are_installed_before_sources_are_copied(stages, builder):
-    """Editing a .py file must not invalidate the dependency layer (torch is GiBs)."""
-    ordered = [(kw, arg) for s in chain(stages, builder) for kw, arg in s.instructions]
-    copies = [i for i, (kw, _) in enumerate(ordered) if kw == "COPY"]
-    first_source = min(i for i in copies if ordered[i][1].split()[0].rstrip("/") in ("runtime", "operator"))
-    deps_install = next(i for i, (kw, arg) in enumerate(ordered) if kw == "RUN" and "pip install" in arg and " -r " in arg)
-    assert deps_install < first_source
-    before = [ordered[i][1].split()[:-1] for i in copies if i < deps_install]
-    assert before == [["pyproject.toml"]], "only pyproject.toml may be copied before the dependency install"
-    # The package itself is installed without resolving dependencies again.
-    package_install = next(arg for kw, arg in ordered[first_source:] if kw == "RUN" and "pip install" in arg)
-    assert "--no-deps" in package_install
+def test_final_images_add_only_our_package_to_their_dependencies(stages):
+    """Build tools and the build context stay in the build stages; each image is its dependency
+    stage (sharing the big layer with the build cache) plus our package as a layer of its own, so
+    a source edit rebuilds only that."""
+    for target, deps in FINAL.items():
+        assert stages[target].base == deps
+        assert stages[target].args("COPY") == ["--from=package /package/ /opt/venv/"]
+    # What the dependency stages hold besides the virtualenv: the requirement list, nothing else.
+    for deps in FINAL.values():
+        assert [s.name for s in chain(stages, deps)] == ["base", "deps", deps]
+
+
+def sources(copy_arg: str) -> list[str]:
+    """The source paths of a COPY (all words but the destination)."""
+    return copy_arg.split()[:-1]
+
+
+def test_dependencies_are_installed_before_sources_are_copied(stages):
+    """Editing a .py file must not invalidate the dependency layer (torch is GiBs), nor must an edit
+    of pyproject.toml that leaves a dependency list as it was."""
+    assert [sources(arg) for arg in stages["requirements"].args("COPY")] == [["pyproject.toml"]]
+    for target, deps in FINAL.items():
+        copies = [arg for s in chain(stages, deps) for arg in s.args("COPY")]
+        assert copies == [f"--from=requirements /build/requirements-{target}.txt ./"], copies
+        assert any(f"pip install --no-cache-dir -r requirements-{target}.txt" in cmd for _, cmd in stages[deps].runs())
+    # Our package is built from the sources in a stage of its own, without resolving dependencies.
+    package = stages["package"]
+    assert package.base == "deps"
+    assert [sources(arg) for arg in package.args("COPY")] == [["pyproject.toml", "README.md"], ["runtime/"], ["operator/"]]
+    (install,) = [cmd for _, cmd in package.runs() if "pip install" in cmd]
+    assert "--no-deps" in install and "--prefix /package" in install
+
+
+def test_index_settings_come_in_as_secrets_never_as_files(stages):
+    """Every step that downloads from the package index mounts the builder's pip settings and CA
+    bundle as build secrets (hack/images.sh passes this machine's); nothing copies them in."""
+    downloading = [(s.name, flags) for s in stages.values() for flags, cmd in s.runs()
+                   if "pip install" in cmd and "--no-deps" not in cmd]
+    assert len(downloading) == 3, downloading  # pip itself, the runtime's and the operator's dependencies
+    for name, flags in downloading:
+        assert "--mount=type=secret,id=pip.conf,target=/etc/pip.conf" in flags, name
+        # Not over the image's own bundle: buildah removes a secret's target file after the step.
+        assert "--mount=type=secret,id=ca-certificates.crt,target=/etc/pip-ca-certificates.crt" in flags, name
+    sources = [arg for s in stages.values() for kw in ("COPY", "ADD") for arg in s.args(kw)]
+    assert not any("pip" in arg or "cert" in arg for arg in sources), sources
+
+
+def test_base_image_defaults_to_the_public_python_image():
+    """`docker build` with no arguments uses python:<version>-slim; hack/images.sh passes its own."""
+    text = DOCKERFILE.read_text()
+    assert "ARG BASE_IMAGE=python:${PYTHON_VERSION}-slim" in text
+    assert parse(text)[0].base == "${BASE_IMAGE}"
 
 
 def requirements_script(stages) -> str:
     """The `python -c` program of the deps stage that writes requirements-<extra>.txt."""
-    run = next(arg for arg in stages["deps"].args("RUN") if "tomllib" in arg)
+    run = next(cmd for _, cmd in stages["requirements"].runs() if "tomllib" in cmd)
     command = run.split(" && ")[0]
     words = shlex.split(command)
     assert words[:2] == ["python", "-c"]
@@ -171,7 +221,8 @@ def dockerignored(path: str, patterns: list[str]) -> bool:
 def test_dockerignore_keeps_what_the_build_copies_and_nothing_heavy(stages):
     patterns = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
                 if line.strip() and not line.startswith("#")]
-    copied = {arg.split()[0] for s in stages.values() for arg in s.args("COPY") if not arg.startswith("--from")}
+    copied = {src for s in stages.values() for arg in s.args("COPY") if not arg.startswith("--from")
+              for src in sources(arg)}
     assert copied == {"pyproject.toml", "README.md", "runtime/", "operator/"}
     for source in ("pyproject.toml", "README.md", "runtime/litgpt_runtime/config.py", "operator/litgpt_operator/settings.py"):
         assert not dockerignored(source, patterns), source
