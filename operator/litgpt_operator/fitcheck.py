@@ -45,11 +45,14 @@ def training_setup(method: str, spec: Any, lora: Any = None):
     targets = LORA if lora is None else LoRAOptions(**lora.model_dump())
     return dict(
         method=method,
-        precision=spec.precision or RUNTIME_DEFAULT_PRECISION,
+        # With --quantize and no precision the runtime trains LoRA in bf16-true on a GPU (mixed precision
+        # does not combine with quantized weights).
+        precision=spec.precision or ("bf16-true" if getattr(spec, "quantize", None) else RUNTIME_DEFAULT_PRECISION),
         micro_batch_size=spec.train.micro_batch_size,
         devices=max(1, spec.gpus_per_node),
         num_nodes=spec.nodes,
         lora=targets,
+        quantize=getattr(spec, "quantize", None),  # FinetuneJob only
     ), spec.train.max_seq_length
 
 

@@ -27,6 +27,25 @@ def test_8b_full_finetune_on_24gb_is_refused_with_a_suggestion():
     assert cond.warning
 
 
+def test_qlora_is_estimated_at_its_quantized_size():
+    """FinetuneJob.quantize: the fit check counts the frozen weights at 4 bits (as `litgpt fit_check
+    --quantize` does), so an 8B LoRA that does not fit in 16 GiB fits as QLoRA."""
+    train = {"maxSeqLength": 512, "microBatchSize": 1, "globalBatchSize": 8}
+    plain = verdict({fitcheck.GPU_MEMORY_ANNOTATION: "16"}, method="lora", precision="bf16-true", train=train)
+    qlora = verdict({fitcheck.GPU_MEMORY_ANNOTATION: "16"}, method="lora", quantize="bnb.nf4", train=train)
+    assert (plain.status, qlora.status) == ("False", "True"), (plain.message, qlora.message)
+
+
+def test_qlora_reaches_the_pod_command_line():
+    from tests.operator.finetune_bodies import finetune_children
+
+    job = finetune_children(finetune_body(method="lora", quantize="bnb.nf4-dq"))[-1]
+    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[command.index("--quantize") + 1] == "bnb.nf4-dq"
+    plain = finetune_children(finetune_body(method="lora"))[-1]
+    assert "--quantize" not in plain["spec"]["template"]["spec"]["containers"][0]["command"]
+
+
 def test_8b_lora_on_24gb_fits():
     cond = verdict({fitcheck.GPU_MEMORY_ANNOTATION: "24"}, method="lora", precision="bf16-true",
                    train={"maxSeqLength": 512, "microBatchSize": 1, "globalBatchSize": 8})

@@ -60,10 +60,13 @@ def rejected(k8s, obj: dict) -> str:
     (with_spec(FINETUNE, output={"path": "checkpoints/EleutherAI/pythia-14m"}),
      "output.path must not be inside checkpoints/"),
     (with_spec(PRETRAIN, output={"path": "./checkpoints"}), "output.path must not be inside checkpoints/"),
+    (with_spec(FINETUNE, method="full", quantize="bnb.nf4"), "quantize (QLoRA) applies only to method lora"),
+    (with_spec(FINETUNE, quantize="bnb.nf4", precision="bf16-mixed"), "quantize does not combine with a mixed precision"),
+    (with_spec(FINETUNE, quantize="bnb.nf5"), "spec.quantize: Unsupported value"),
 ], ids=["unknown-method", "negative-batch", "batch-multiple", "two-data-sources", "lora-on-full",
         "no-initial-checkpoint", "scratch-without-tokenizer", "name-and-config", "both-refs", "neither-ref", "bad-repo-id",
         "path-escape", "model-name-option", "configmap-key-dotdot", "configmap-key-slash", "output-in-cache",
-        "output-in-cache-dot"])
+        "output-in-cache-dot", "quantize-on-full", "quantize-mixed", "quantize-unknown"])
 def test_invalid_objects_are_rejected_with_a_readable_message(k8s, obj, expected):
     message = rejected(k8s, obj)
     assert expected in message, message

@@ -10,8 +10,10 @@ from litgpt_operator.api.common import ApiModel, JobStatus, LocalObjectReference
 from litgpt_operator.api.kind import AGE, PHASE, KindInfo, PrinterColumn
 from litgpt_operator.api.training import PVCFile, TrainingArgs, TrainingSpec
 from litgpt_runtime.methods import LORA, METHODS
+from litgpt_runtime.quantize import QUANTIZE_MODES  # torch-free: the runtime's --quantize values
 
 Method = Literal[METHODS]  # type: ignore[valid-type]
+QuantizeMode = Literal[QUANTIZE_MODES]  # type: ignore[valid-type]
 
 # Small datasets may live in the object itself; a ConfigMap caps at 1 MiB anyway.
 INLINE_DATA_MAX = 512 * 1024
@@ -77,6 +79,11 @@ class FinetuneJobSpec(TrainingSpec):
         "json_schema_extra": {
             "x-kubernetes-validations": [
                 cel("!has(self.lora) || self.method == 'lora'", "lora settings apply only to method lora.", ".lora"),
+                cel("!has(self.quantize) || self.method == 'lora'",
+                    "quantize (QLoRA) applies only to method lora.", ".quantize"),
+                cel("!has(self.quantize) || !has(self.precision) || !self.precision.endsWith('-mixed')",
+                    "quantize does not combine with a mixed precision: use bf16-true, 16-true or 32-true.",
+                    ".quantize"),
             ]
         }
     }
@@ -95,6 +102,11 @@ class FinetuneJobSpec(TrainingSpec):
         json_schema_extra={"default": TrainingArgs().to_wire()},
     )
     lora: Optional[LoRA] = Field(None, description="LoRA settings (method lora; defaults apply when omitted).")
+    quantize: Optional[QuantizeMode] = Field(
+        None,
+        description="QLoRA: load the frozen base weights quantized with bitsandbytes (method lora); the output "
+        "is an ordinary LoRA checkpoint. The fit check counts the weights at their quantized size.",
+    )
 
 
 class FinetuneJobStatus(JobStatus):

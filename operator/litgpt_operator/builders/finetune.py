@@ -70,6 +70,8 @@ def finetune_command(parent: c.Parent, spec: FinetuneJobSpec, model: ModelCheckp
     command += c.flags("train.", spec.train.model_dump())
     if spec.method == "lora":
         command += lora_flags(spec.lora)
+    if spec.quantize:
+        command += ["--quantize", spec.quantize]
     return command
 
 
