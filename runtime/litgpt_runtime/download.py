@@ -523,16 +523,23 @@ def _dtype_name(dtype: Optional[str]) -> Optional[str]:
 
 
 class _ConvertProgress:
-    """A one-line counter of converted tensors on stderr (conversion of big models takes minutes)."""
+    """A tqdm bar of converted tensors on stderr (conversion of big models takes minutes), as the
+    Hub client shows its downloads; without a terminal (a pod's log) only the closing line."""
 
     def __init__(self) -> None:
+        self.bar = None
         self.tty = sys.stderr.isatty()
 
     def __call__(self, done: int, total: int) -> None:
-        if self.tty:
-            print(f"\r  converted {done}/{total} tensors", end="\n" if done == total else "", file=sys.stderr, flush=True)
-        elif done == total:
-            print(f"  converted {total} tensors", file=sys.stderr, flush=True)
+        from tqdm.auto import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=total, desc="converting", unit="tensor", file=sys.stderr, disable=not self.tty)
+        self.bar.update(done - self.bar.n)
+        if done == total:
+            self.bar.close()
+            if not self.tty:
+                print(f"  converted {total} tensors", file=sys.stderr, flush=True)
 
 
 # --- used by chat, generate, finetune, serve -------------------------------------------------
