@@ -67,11 +67,12 @@ def test_finetune_waits_for_its_model_then_succeeds(k8s, operator):
 
 def test_failed_pod_fails_the_parent_with_its_reason(k8s, operator):
     ready_model(k8s)
-    k8s.apply(finetune(podMetadata={"annotations": {EXIT_CODE: "3"}}))
+    # 9: no meaning of the runtime's (3-7 name their causes: litgpt_runtime.errors.EXIT_REASONS)
+    k8s.apply(finetune(podMetadata={"annotations": {EXIT_CODE: "9"}}))
     body = k8s.wait_phase("FinetuneJob", "ft", "Failed")
     failed = condition(body, "Failed")
     assert failed["status"] == "True" and failed["reason"] == "NonZeroExitCode"
-    assert "exited with code 3" in failed["message"] and "BackoffLimitExceeded" in failed["message"]
+    assert "exited with code 9" in failed["message"] and "BackoffLimitExceeded" in failed["message"]
     # The Event follows the status write.
     wait_for(lambda: [e for e in k8s.events("ft") if e["type"] == "Warning" and e["reason"] == "NonZeroExitCode"],
              "a Warning event NonZeroExitCode on ft", timeout_s=30)
