@@ -30,7 +30,7 @@ from typing import Any, Callable, Optional
 
 import yaml
 
-from litgpt_devcluster import controlplane
+from litgpt_devcluster import controlplane, waiting
 from litgpt_devcluster.controlplane import REPO_ROOT as REPO, ControlPlane
 from litgpt_devcluster.e2e_nodes import ExecNode, RealNode, free_port, pod_processes  # noqa: F401 - API
 
@@ -69,16 +69,9 @@ TINY_CONFIG = {"name": "tiny-pretrain", "block_size": 64, "vocab_size": 320, "pa
 
 
 def wait_for(check: Callable[[], Any], what: str, timeout_s: float, interval_s: float = 1.0,
-             detail: Callable[[], str] = lambda: "") -> Any:
-    """Poll `check` until it returns something truthy (returned); raise with `what` on timeout."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise FlowError(f"timed out after {timeout_s:.0f}s waiting for {what}\n{detail()}")
-        time.sleep(interval_s)
+             detail: Optional[Callable[[], str]] = None) -> Any:
+    """`waiting.wait_for` at the flow's pace, failing with a FlowError (what the demo reports)."""
+    return waiting.wait_for(check, what, timeout_s, interval_s, detail=detail, error=FlowError)
 
 
 class FlowError(RuntimeError):
