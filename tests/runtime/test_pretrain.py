@@ -242,3 +242,38 @@ def test_pretrain_from_pre_tokenised_shards(assets, tmp_path):
     out = pretrain(assets, tmp_path / "run", data=TokenShards(path=shards, val_split_fraction=0.1),
                    train=dict(max_steps=2))
     assert is_complete(out / "final") and logged(out, "step") == [1, 2]
+
+
+def test_two_writers_of_one_token_cache_both_succeed(tmp_path):
+    """The pods of a multi-node PretrainJob each tokenise into the same shared volume, and in
+    containers every one of them is pid 1. Two writers in one process (one pid, as two pods)
+    interleaved shard by shard must both end with the complete folder, neither deleting the
+    other's half-written shards."""
+    import threading
+
+    from litgpt_runtime.train.text_data import read_index, write_token_shards
+
+    out = tmp_path / "token_cache" / "key"
+    started = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def documents():
+        started.wait(timeout=30)  # both writers hold their temporary folders before any shard
+        for i in range(6):
+            yield list(range(i * 10, i * 10 + 10))
+
+    def write() -> None:
+        try:
+            write_token_shards(documents(), out, vocab_size=100, shard_tokens=10)
+        except BaseException as error:  # reported below with the other writer's outcome
+            errors.append(error)
+
+    threads = [threading.Thread(target=write) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors, errors
+    index = read_index(out)
+    assert [s["tokens"] for s in index["shards"]] == [10] * 6
+    assert sorted(p.name for p in out.parent.iterdir()) == ["key"], "a temporary folder was left behind"

@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional
@@ -52,9 +53,11 @@ def write_token_shards(documents: Iterable[list[int]], out_dir: Path, vocab_size
 
     out_dir = Path(out_dir)
     dtype = np.uint16 if vocab_size <= 1 << 16 else np.uint32
-    tmp = out_dir.with_name(out_dir.name + f".partial-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    # A temporary name no other writer can hold: pods of a multi-node run each tokenise into the
+    # same shared volume, and in containers every one of them is pid 1 (a pid-named folder was
+    # shared, and one pod deleted the other's shards mid-write).
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".partial-", dir=out_dir.parent))
     shards: list[dict] = []
     buffer: list[int] = []
 
