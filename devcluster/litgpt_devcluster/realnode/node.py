@@ -126,7 +126,11 @@ class RealNode:
     def start(self, timeout_s: float = 180) -> None:
         deadline = time.monotonic() + timeout_s
         layout, bins = self.layout, installed_bin_dir()
-        for child in ("containerd-state", "cni", "kubelet", "node-pki", "pod-logs"):
+        # A fresh cluster (new etcd) has no claims: claim folders left by a run that stopped
+        # midway would otherwise be handed to the next run's claims of the same name, which then
+        # see a "complete" model they never downloaded. containerd's root (the imported images)
+        # is kept: importing the runtime image is most of a cold start.
+        for child in ("containerd-state", "cni", "kubelet", "node-pki", "pod-logs", "volumes"):
             shutil.rmtree(self.state_dir / child, ignore_errors=True)
         for folder in (layout.containerd_root, layout.cni_conf_dir, layout.cni_ipam_dir, layout.kubelet_root,
                        layout.pki, layout.volumes, self.state_dir / "logs"):
