@@ -25,8 +25,9 @@ def container(obj: dict) -> dict:
     return obj["spec"]["template"]["spec"]["containers"][0]
 
 
-def mounts(obj: dict) -> dict[str, tuple[str, bool]]:
-    return {m["name"]: (m["mountPath"], m["readOnly"]) for m in container(obj)["volumeMounts"]}
+def mounts(obj: dict) -> dict[str, bool]:
+    """Mount path -> read-only, as the container sees it."""
+    return {m["mountPath"]: m["readOnly"] for m in container(obj)["volumeMounts"]}
 
 
 def assert_restricted(pod_spec: dict) -> None:
@@ -57,7 +58,7 @@ def test_download_job_command_and_token_reference():
     env = {e["name"]: e for e in container(job)["env"]}
     assert env["HF_TOKEN"] == {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "HF_TOKEN"}}}
     assert "value" not in env["HF_TOKEN"]
-    assert mounts(job)["models"] == ("/models", False)  # the download writes the cache
+    assert mounts(job)["/models"] is False  # the download writes the cache
     assert container(job)["image"] == "example.org/litgpt:test"
     assert_restricted(job["spec"]["template"]["spec"])
     assert job["spec"]["backoffLimit"] == 2
@@ -118,13 +119,14 @@ def test_finetune_lora_command_line():
         "--resume", "auto",
     ]
     assert container(job)["resources"]["limits"]["nvidia.com/gpu"] == 2
-    # one model cache, read-only; the output is the only writable claim mount
-    assert mounts(job)["models"] == ("/models", True)
-    assert mounts(job)["output"] == ("/output", False)
-    assert mounts(job)["data"] == ("/data", True)
+    # the model cache is read-only; the output (by default in the same claim: one volume) is the
+    # only writable claim mount
+    assert mounts(job)["/models"] is True
+    assert mounts(job)["/output"] is False
+    assert mounts(job)["/data"] is True
     volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
-    assert volumes["models"]["persistentVolumeClaim"] == {"claimName": "model-cache", "readOnly": True}
-    assert volumes["output"]["persistentVolumeClaim"]["claimName"] == "model-cache"  # default output claim
+    assert volumes["models"]["persistentVolumeClaim"] == {"claimName": "model-cache", "readOnly": False}
+    assert "output" not in volumes
     assert "completionMode" not in job["spec"]
     assert job["metadata"]["annotations"]["litgpt.dev/output-claim"] == "model-cache"
     assert job["metadata"]["annotations"]["litgpt.dev/output-path"] == "finetunes/demo"
@@ -210,7 +212,31 @@ def test_pretrain_continued_from_checkpoint_with_inline_config():
     assert command[:4] == ["litgpt", "pretrain", "--model_config", "/config/model_config.yaml"]
     assert command[command.index("--initial_checkpoint_dir") + 1] == "/models/checkpoints/EleutherAI/pythia-14m"
     assert "limits" not in container(job)["resources"]  # 0 GPUs: none requested
-    assert mounts(job)["models"] == ("/models", True)
+    assert mounts(job)["/models"] is True
+
+
+def test_a_claim_mounted_twice_is_one_volume_with_per_mount_read_only():
+    """Output into the claim the model comes from: one pod volume for the claim (the kubelet
+    mounts a claim once per pod, whatever the pod's volume names), writable because /output is;
+    /models stays read-only through its own mount."""
+    spec = PRETRAIN_JOB.parse_spec({"spec": {"fromScratch": False, "initialCheckpoint": {"name": "pythia"},
+                                             "data": {"file": {"claimName": "model-cache", "path": "text"}}}})
+    (job,) = pretrain.build_pretrain_children(parent("PretrainJob", "pt"), spec, PretrainSources(initial=CHECKPOINT),
+                                              SETTINGS)
+    claims = [v for v in job["spec"]["template"]["spec"]["volumes"] if "persistentVolumeClaim" in v]
+    assert [v["persistentVolumeClaim"] for v in claims] == [{"claimName": "model-cache", "readOnly": False}]
+    assert mounts(job) == {"/tmp": False, "/dev/shm": False, "/models": True, "/output": False, "/data": True}
+    assert {m["name"] for m in container(job)["volumeMounts"] if m["mountPath"] not in ("/tmp", "/dev/shm")} == \
+        {claims[0]["name"]}
+    # a claim only read stays read-only at the volume too
+    spec = PRETRAIN_JOB.parse_spec({"spec": {"fromScratch": False, "initialCheckpoint": {"name": "pythia"},
+                                             "output": {"claimName": "results"},
+                                             "data": {"file": {"claimName": "model-cache", "path": "text"}}}})
+    (job,) = pretrain.build_pretrain_children(parent("PretrainJob", "pt"), spec, PretrainSources(initial=CHECKPOINT),
+                                              SETTINGS)
+    by_claim = {v["persistentVolumeClaim"]["claimName"]: v["persistentVolumeClaim"]["readOnly"]
+                for v in job["spec"]["template"]["spec"]["volumes"] if "persistentVolumeClaim" in v}
+    assert by_claim == {"model-cache": True, "results": False}
 
 
 # --- ModelServer ------------------------------------------------------------------------------
@@ -226,7 +252,7 @@ def test_server_deployment_service_and_probe():
                             "--host", "0.0.0.0", "--port", "8000", "--accelerator", "cuda", "--devices", "1"]
     assert c["readinessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
     assert c["ports"] == [{"name": "http", "containerPort": 8000}]
-    assert mounts(deployment)["models"] == ("/models", True)
+    assert mounts(deployment)["/models"] is True
     assert deployment["spec"]["template"]["spec"]["restartPolicy"] == "Always"
     assert_restricted(deployment["spec"]["template"]["spec"])
     service = server.build_service(p, spec)
@@ -253,7 +279,7 @@ def test_server_of_a_finetune_with_autoscaling():
     deployment = server.build_deployment(parent("ModelServer"), spec, source, SETTINGS)
     assert "replicas" not in deployment["spec"]  # the HPA owns it
     assert container(deployment)["command"][2] == "/output/finetunes/ft/final"
-    assert mounts(deployment)["output"] == ("/output", True)
+    assert mounts(deployment)["/output"] is True
     hpa = server.build_hpa(parent("ModelServer"), spec)
     assert hpa["spec"]["minReplicas"] == 1 and hpa["spec"]["maxReplicas"] == 4
     assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]

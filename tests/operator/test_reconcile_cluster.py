@@ -152,8 +152,9 @@ def test_full_flow_example(k8s, operator):
     assert condition(body, "ModelReady")["reason"] == "FinetuneSucceeded"
     deployment = k8s.get("Deployment", "flow-server")
     assert command(deployment)[:3] == ["litgpt", "serve", "/output/finetunes/flow-finetune/final"]
-    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
-    assert volumes["output"]["persistentVolumeClaim"] == {"claimName": "flow-cache", "readOnly": True}
+    claims = [v["persistentVolumeClaim"] for v in deployment["spec"]["template"]["spec"]["volumes"]
+              if "persistentVolumeClaim" in v]
+    assert claims == [{"claimName": "flow-cache", "readOnly": True}]  # model and finetune: one claim, read only
     table = k8s.kube.kubectl("get", "litgpt", "-n", k8s.namespace)
     assert table.count("Ready") >= 2 and "Succeeded" in table, table
 

@@ -193,13 +193,45 @@ class PodParts:
     subdomain: Optional[str] = None
 
 
+def one_volume_per_claim(
+    volumes: list[dict[str, Any]], mounts: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Merge pod volumes that name the same claim into the first of them, read-only only if every
+    mount of it is; each mount keeps its own `readOnly` (that is what makes /models read-only
+    next to a writable /output of the same claim).
+
+    The kubelet identifies a claim's volume by its PersistentVolume, so two pod volumes of one
+    claim are one volume to it, mounted once with one of the two `readOnly` settings: which one
+    is not defined (measured on the real node: a PretrainJob writing to the claim its model
+    comes from sometimes found /output read-only)."""
+    first: dict[str, str] = {}  # claim -> the volume name kept
+    renamed: dict[str, str] = {}  # dropped volume name -> kept one
+    kept: list[dict[str, Any]] = []
+    for volume in volumes:
+        claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
+        if claim is None:
+            kept.append(volume)
+        elif claim in first:
+            renamed[volume["name"]] = first[claim]
+        else:
+            first[claim] = volume["name"]
+            kept.append({**volume, "persistentVolumeClaim": dict(volume["persistentVolumeClaim"])})
+    new_mounts = [{**m, "name": renamed.get(m["name"], m["name"])} for m in mounts]
+    for volume in kept:
+        if "persistentVolumeClaim" in volume:
+            mine = [m for m in new_mounts if m["name"] == volume["name"]]
+            volume["persistentVolumeClaim"]["readOnly"] = all(m.get("readOnly", False) for m in mine)
+    return kept, new_mounts
+
+
 def pod_template(
     parent: Parent, component: str, parts: PodParts, placement: Any, settings: Settings
 ) -> dict[str, Any]:
     """A restricted-profile pod running the runtime image (`placement`: a spec with PodPlacement)."""
     # Bounded: a runaway cache must not fill the node's disk (or, for /dev/shm, its memory).
-    volumes = [{"name": "tmp", "emptyDir": {"sizeLimit": settings.tmp_size_limit}}, *parts.volumes]
-    mounts = [mount("tmp", "/tmp", False), *parts.mounts]
+    claim_volumes, claim_mounts = one_volume_per_claim(parts.volumes, parts.mounts)
+    volumes = [{"name": "tmp", "emptyDir": {"sizeLimit": settings.tmp_size_limit}}, *claim_volumes]
+    mounts = [mount("tmp", "/tmp", False), *claim_mounts]
     if parts.shared_memory:  # torch data loaders and NCCL use /dev/shm; the default 64 MiB is too small
         volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": settings.shm_size_limit}})
         mounts.append(mount("dshm", "/dev/shm", False))
