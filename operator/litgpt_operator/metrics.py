@@ -4,8 +4,9 @@
     litgpt_operator_reconcile_errors_total{kind, error}   failed reconciles by exception class
     litgpt_operator_reconcile_duration_seconds{kind}      histogram
     litgpt_operator_objects{kind, phase}                  objects this replica last saw, by phase
-    litgpt_training_step / _loss / _tokens_per_second{kind, namespace, name}
-                                                          progress of running training jobs
+    litgpt_training_step / _loss / _tokens_per_second / _eta_seconds{kind, namespace, name}
+                                                          progress of training jobs (the newest
+                                                          progress record; gone with the object)
 
 Own registry (not the process-global one), so tests and the exposition hold only these series.
 """
@@ -58,6 +59,9 @@ class _State:
             "tokensPerSecond": GaugeMetricFamily("litgpt_training_tokens_per_second",
                                                  "Training throughput at the last logged step.",
                                                  labels=["kind", "namespace", "name"]),
+            "etaSeconds": GaugeMetricFamily("litgpt_training_eta_seconds",
+                                            "Time left at the run's average pace (when its total steps are known).",
+                                            labels=["kind", "namespace", "name"]),
         }
         for key, values in sorted(progress.items()):
             for field, family in families.items():
@@ -99,6 +103,12 @@ def record(kind: str, namespace: str, name: str, phase: Optional[str], progress:
             _STATE.progress[key] = dict(progress)
         else:
             _STATE.progress.pop(key, None)
+
+
+def in_phase(phase: str, kinds: tuple[str, ...]) -> list[tuple[str, str, str]]:
+    """(kind, namespace, name) of the objects of `kinds` whose last reconcile here said `phase`."""
+    with _STATE.lock:
+        return sorted(key for key, seen in _STATE.phases.items() if seen == phase and key[0] in kinds)
 
 
 def exposition() -> bytes:

@@ -1,13 +1,14 @@
 """What the status says about a running training Job: attempts (from its pods), and progress
-(step, loss, tokens/s) and the step a run resumed at (from the runtime's log).
+(step, loss, learning rate, tokens/s, ETA, ...) from the runtime's progress record.
 
-The runtime prints one line per log interval (`litgpt_runtime.train.loop`):
+The runtime prints a declared, versioned record on stdout at each log interval, checkpoint,
+resume and end (`litgpt_runtime.progress_record`, torch-free: one schema for both sides):
 
-    step 120/1000 | loss 1.8412 | lr 2.00e-04 | 5,321 tok/s | 0.412 s/step | peak mem 3.10 GiB
+    litgpt-progress {"version":1,"event":"step","step":120,"totalSteps":1000,"loss":1.84,...}
 
-and, when it continues from a checkpoint, `Resuming from <dir> at step 80 (40,960 tokens seen).`
-The operator reads the tail of the running pod's log when it reconciles (every resync interval,
-so coarse: about once a minute) and puts the newest figures into the parent's status. Pure.
+While a training Job runs, the operator reads the newest such line from the tail of its lead
+pod's log (bounded by the kubelet's limitBytes) every few seconds (`handlers.progress_poll`) and
+puts it into the parent's `status.progress`. Pure.
 
 Attempts are the pods the Job created (per completion index): more than one means it was resumed
 after an eviction or retried after a failure.
@@ -15,41 +16,46 @@ after an eviction or retried after a failure.
 
 from __future__ import annotations
 
-import math
-import re
-from typing import Any, Optional
+from typing import Any
+
+from litgpt_runtime.progress_record import ProgressRecord
 
 from litgpt_operator.builders.training import COMPLETION_INDEX_ANNOTATION
 
-_STEP = re.compile(
-    r"^step (?P<step>\d+)(?:/(?P<total>\d+))? \| loss (?P<loss>[-+0-9.eEnaif]+) \|.*?\| (?P<tps>[0-9,.]+) tok/s"
-)
-_RESUMED = re.compile(r"^Resuming from .* at step (?P<step>\d+)")
+
+def eta_text(seconds: float) -> str:
+    """`kubectl get`'s way of writing a duration: 45s, 12m30s, 3h05m, 2d04h."""
+    total = int(round(seconds))
+    if total < 60:
+        return f"{total}s"
+    minutes, secs = divmod(total, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s" if minutes < 10 else f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
 
 
-def training_progress(log: Optional[str]) -> dict[str, Any]:
-    """{step, totalSteps, loss, tokensPerSecond} of the newest step line (empty when none)."""
-    for line in reversed((log or "").splitlines()):
-        match = _STEP.match(line.strip())
-        if match:
-            loss = float(match["loss"])
-            out: dict[str, Any] = {"step": int(match["step"]),
-                                   # NaN/inf cannot travel in JSON (a diverged run still reports its step)
-                                   "loss": loss if math.isfinite(loss) else None,
-                                   "tokensPerSecond": round(float(match["tps"].replace(",", "")))}
-            if match["total"]:
-                out["totalSteps"] = int(match["total"])
-            return out
-    return {}
+# Keys of the record's wire form that status.progress carries as they are (the same camelCase names);
+# lastCheckpoint and resumedFromStep have status fields of their own.
+_CARRIED = ("step", "totalSteps", "epoch", "loss", "valLoss", "learningRate", "tokensSeen", "event")
 
 
-def resumed_step(log: Optional[str]) -> Optional[int]:
-    """The step the current run resumed at, if it resumed."""
-    for line in reversed((log or "").splitlines()):
-        match = _RESUMED.match(line.strip())
-        if match:
-            return int(match["step"])
-    return None
+def status_progress(record: ProgressRecord) -> dict[str, Any]:
+    """`status.progress` of one record: its wire form (non-finite numbers already left out), with
+    whole tokens/s and seconds, the ETA for humans and the record's time."""
+    wire = record.to_dict()
+    out: dict[str, Any] = {key: wire[key] for key in _CARRIED if key in wire}
+    if "tokensPerSecond" in wire:
+        out["tokensPerSecond"] = round(wire["tokensPerSecond"])
+    if "etaSeconds" in wire:
+        out["etaSeconds"] = round(wire["etaSeconds"])
+        out["eta"] = eta_text(wire["etaSeconds"])
+    if wire.get("time"):
+        out["updateTime"] = wire["time"]
+    return out
 
 
 def attempts(pods: list[dict]) -> int:

@@ -176,9 +176,14 @@ def model(name: str = "pythia", claim: str = "cache", **spec) -> dict:
             "spec": {"repoId": "EleutherAI/pythia-14m", "checkpointRootPVC": {"claimName": claim, "size": "1Gi"}, **spec}}
 
 
+INLINE_DATA = '[{"instruction": "a", "output": "b"}]'
+# For tests scripting the training pod with pod annotations, which the data check's pod would carry too.
+INLINE_DATA_UNCHECKED = {"inline": INLINE_DATA, "validation": "off"}
+
+
 def finetune(name: str = "ft", model_name: str = "pythia", **spec) -> dict:
     return {"apiVersion": API, "kind": "FinetuneJob", "metadata": {"name": name},
-            "spec": {"modelRef": {"name": model_name}, "data": {"inline": '[{"instruction": "a", "output": "b"}]'},
+            "spec": {"modelRef": {"name": model_name}, "data": {"inline": INLINE_DATA},
                      "gpusPerNode": 1, "train": {"epochs": 2, "globalBatchSize": 4, "microBatchSize": 2}, **spec}}
 
 

@@ -57,8 +57,9 @@ def test_crd_names_columns_and_category():
     version = crd["spec"]["versions"][0]
     assert version["name"] == "v1alpha1" and version["subresources"] == {"status": {}}
     columns = [(c["name"], c["jsonPath"]) for c in version["additionalPrinterColumns"]]
-    assert columns == [("Model", ".spec.modelRef.name"), ("Method", ".spec.method"),
-                       ("Phase", ".status.phase"), ("Age", ".metadata.creationTimestamp")]
+    assert columns == [("Model", ".spec.modelRef.name"), ("Method", ".spec.method"), ("Phase", ".status.phase"),
+                       ("Step", ".status.progress.step"), ("Loss", ".status.progress.loss"),
+                       ("ETA", ".status.progress.eta"), ("Age", ".metadata.creationTimestamp")]
     assert all(build_crd(k)["spec"]["scope"] == "Namespaced" for k in KINDS)
 
 

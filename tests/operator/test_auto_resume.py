@@ -1,5 +1,5 @@
 """Auto-resume on training Jobs: `--resume auto`, a podFailurePolicy the API server accepts,
-attempts counted per completion index; progress and resumed step read from the runtime's log."""
+attempts counted per completion index; progress and resumed step: tests/operator/test_progress.py."""
 
 from __future__ import annotations
 
@@ -71,22 +71,3 @@ def test_attempts_are_counted_per_index():
     assert progress.attempts([pod(None)]) == 1
     assert progress.attempts([pod(None), pod(None), pod(None)]) == 3
     assert progress.attempts([pod("0"), pod("1"), pod("1")]) == 2
-
-
-LOG = """\
-Resuming from /output/finetunes/ft/step-000080 at step 80 (40,960 tokens seen).
-Training: 2 micro-batch(es) of 4 per step on each of 1 process(es); 1000 steps.
-step 90/1000 | loss 1.9021 | lr 2.00e-04 | 5,102 tok/s | 0.401 s/step | peak mem 3.10 GiB
-step 90 | val loss 1.9500
-step 100/1000 | loss 1.8412 | lr 2.00e-04 | 5,321 tok/s | 0.412 s/step | peak mem 3.10 GiB
-Saved checkpoint /output/finetunes/ft/step-000100
-"""
-
-
-def test_progress_and_resumed_step_from_the_log():
-    assert progress.training_progress(LOG) == {"step": 100, "totalSteps": 1000, "loss": 1.8412, "tokensPerSecond": 5321}
-    assert progress.resumed_step(LOG) == 80
-    assert progress.training_progress("step 3 | loss 2.5000 | lr 1.00e-03 | 12 tok/s | 1.0 s/step | peak mem 0.00 GiB") \
-        == {"step": 3, "loss": 2.5, "tokensPerSecond": 12}
-    assert progress.training_progress("") == {} and progress.resumed_step(None) is None
-    assert progress.training_progress("step 9/10 | loss nan | lr 1.00e-03 | 12 tok/s | 1.0 s/step")["loss"] is None

@@ -13,6 +13,7 @@ import pytest
 from tests.operator.finetune_bodies import SETTINGS, finetune_body
 
 from litgpt_operator import progress
+from litgpt_runtime import progress_record
 from litgpt_operator.api import FINETUNE_JOB
 from litgpt_operator.builders import common
 from litgpt_operator.builders.finetune import build_finetune_children
@@ -116,8 +117,8 @@ def test_evicted_training_pod_resumes_from_its_checkpoint(kube, namespace, volum
                                     if p["metadata"]["name"] != first), None), "a replacement pod", timeout_s=120)
     resumed = wait_for(lambda: "Resuming from" in pod_log(kube, namespace, second) and pod_log(kube, namespace, second),
                        "the second pod to resume", timeout_s=180)
-    step = progress.resumed_step(resumed)
-    assert step is not None and step > 0, resumed[-2000:]
+    record = wait_for(lambda: progress_record.latest(pod_log(kube, namespace, second)), "the second pod's first record")
+    assert record.resumed_from_step is not None and record.resumed_from_step > 0, resumed[-2000:]
     assert progress.track_attempts(status, job_pods(kube, namespace, job_name)) == {"attempts": 2, "currentPod": second}
     job = json.loads(kube.kubectl("get", "job", job_name, "-n", namespace, "-o", "json"))
     assert not job["status"].get("failed"), "an ignored disruption must not count as a failure"

@@ -109,7 +109,7 @@ def test_finetune_lora_command_line():
         "--checkpoint_root_dir", "/models/checkpoints",
         "--out_dir", "/output/finetunes/demo",
         "--data", "JSON", "--data.json_path", "/data/alpaca/train.json",
-        "--data.val_split_fraction", "0.05", "--data.prompt_style", "auto", "--data.mask_prompt", "true",
+        "--data.prompt_style", "auto", "--data.mask_prompt", "true", "--data.val_split_fraction", "0.05",
         "--train.epochs", "3", "--train.global_batch_size", "8", "--train.micro_batch_size", "2",
         "--train.learning_rate", "0.001",
         "--lora_r", "4", "--lora_alpha", "16", "--lora_dropout", "0.05", "--lora_query", "true",

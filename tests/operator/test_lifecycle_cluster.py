@@ -12,6 +12,7 @@ import pytest
 from tests.operator.helpers import (
     OPERATOR_ENV,
     RUN_SECONDS,
+    INLINE_DATA_UNCHECKED,
     OperatorRunner,
     command,
     condition,
@@ -133,7 +134,7 @@ def test_evictions_past_the_resume_budget_stop_the_job(k8s, monkeypatch):
     core = client.CoreV1Api(k8s.kube.api_client())
     try:
         ready_model(k8s)
-        k8s.apply(finetune(podMetadata={"annotations": {RUN_SECONDS: "600"}}))
+        k8s.apply(finetune(podMetadata={"annotations": {RUN_SECONDS: "600"}}, data=INLINE_DATA_UNCHECKED))
         evicted: list[str] = []
         for attempt in (1, 2):
             pod = wait_for(lambda: next((p["metadata"]["name"] for p in k8s.list("Pod", {"batch.kubernetes.io/job-name": "ft-finetune"})

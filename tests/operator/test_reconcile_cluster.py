@@ -10,6 +10,7 @@ from tests.operator.helpers import (
     API,
     built_command,
     EXIT_CODE,
+    INLINE_DATA_UNCHECKED,
     ON_EXEC_NODE,
     REPO_ROOT,
     command,
@@ -68,7 +69,8 @@ def test_finetune_waits_for_its_model_then_succeeds(k8s, operator):
 def test_failed_pod_fails_the_parent_with_its_reason(k8s, operator):
     ready_model(k8s)
     # 9: no meaning of the runtime's (3-7 name their causes: litgpt_runtime.errors.EXIT_REASONS)
-    k8s.apply(finetune(podMetadata={"annotations": {EXIT_CODE: "9"}}))
+    # (the data check off: its pod would carry the annotation too)
+    k8s.apply(finetune(podMetadata={"annotations": {EXIT_CODE: "9"}}, data=INLINE_DATA_UNCHECKED))
     body = k8s.wait_phase("FinetuneJob", "ft", "Failed")
     failed = condition(body, "Failed")
     assert failed["status"] == "True" and failed["reason"] == "NonZeroExitCode"

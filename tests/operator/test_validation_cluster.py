@@ -84,7 +84,7 @@ def test_printer_columns_short_names_and_category(k8s):
     k8s.apply(with_spec(FINETUNE, method="full"))
     table = k8s.kube.kubectl("get", "ftj", "-n", k8s.namespace)
     header, row = table.splitlines()[:2]
-    assert header.split() == ["NAME", "MODEL", "METHOD", "PHASE", "AGE"]
+    assert header.split() == ["NAME", "MODEL", "METHOD", "PHASE", "STEP", "LOSS", "ETA", "AGE"]
     assert row.split()[:3] == ["f", "m", "full"]
     assert "finetunejob.litgpt.dev/f" in k8s.kube.kubectl("get", "litgpt", "-n", k8s.namespace, "-o", "name")
 

@@ -87,8 +87,9 @@ def container_env(docs: list[dict]) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("values", [{}, NAMESPACED, {"replicaCount": 1, "peering": {"enabled": False}},
-                                    {"metrics": {"serviceMonitor": {"enabled": True}}}],
-                         ids=["default", "namespaced", "single", "servicemonitor"])
+                                    {"metrics": {"serviceMonitor": {"enabled": True}}},
+                                    {"grafanaDashboard": {"enabled": True}}],
+                         ids=["default", "namespaced", "single", "servicemonitor", "dashboard"])
 def test_helm_lint_is_clean(helm_bin, tmp_path, values):
     result = run(helm_bin, "lint", "--strict", str(CHART), "-f", values_file(tmp_path, values))
     assert result.returncode == 0, result.stdout + result.stderr
@@ -172,6 +173,35 @@ def test_service_monitor_is_optional(helm_bin, tmp_path):
     assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"] == "metrics"
     assert monitor["metadata"]["labels"]["release"] == "prom"
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+
+
+def test_grafana_dashboard_renders_only_when_enabled_as_valid_json_of_our_metrics(helm_bin, tmp_path):
+    assert not [d for d in by_kind(render(helm_bin, tmp_path), "ConfigMap") if d["metadata"]["name"].endswith("-dashboard")]
+    docs = render(helm_bin, tmp_path, {"grafanaDashboard": {"enabled": True, "namespace": "monitoring"}})
+    (configmap,) = [d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("-dashboard")]
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert configmap["metadata"]["namespace"] == "monitoring"
+    dashboard = json.loads(configmap["data"]["litgpt-training.json"])
+    assert dashboard["uid"] == "litgpt-training"
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    queried = set(re.findall(r"\b(litgpt_[a-z_]+)", " ".join(exprs)))
+    assert {"litgpt_training_loss", "litgpt_training_tokens_per_second", "litgpt_training_step",
+            "litgpt_training_eta_seconds"} <= queried
+    # every series it queries is one the operator exports (a renamed metric would leave a panel empty)
+    from litgpt_operator import metrics, progress
+    from litgpt_runtime.progress_record import ProgressRecord
+
+    metrics.reset()
+    try:
+        metrics.record("FinetuneJob", "a", "b", "Running", progress.status_progress(
+            ProgressRecord(step=1, total_steps=2, loss=1.0, tokens_per_second=10.0, eta_seconds=5.0)))
+        with metrics.reconciling("FinetuneJob"):
+            pass
+        exported = set(re.findall(r"^(litgpt_[a-z_]+)", metrics.exposition().decode(), re.M))
+    finally:
+        metrics.reset()
+    assert queried - {"litgpt_operator_reconcile_errors_total"} <= exported, queried - exported
+    assert "litgpt_operator_reconcile_errors" in metrics.exposition().decode()  # the counter behind _total
 
 
 @pytest.mark.parametrize(

@@ -101,3 +101,25 @@ def test_the_training_loop_emits_records_the_reader_understands(tmp_path, monkey
     assert again[0].event == "resumed" and again[0].resumed_from_step == 2 and again[0].step == 2
     assert again[0].last_checkpoint.step == 2
     assert all(r.resumed_from_step == 2 for r in again)
+
+
+def test_the_operator_turns_the_loop_output_into_a_valid_status(tmp_path, capsys):
+    """Contract, both sides: the training loop's real stdout, read by the operator's code path
+    (the newest record of a log tail -> status.progress), fits the FinetuneJob status schema and
+    fills the Step/Loss/ETA printer columns."""
+    from test_train_loop import train_tiny
+
+    from litgpt_operator import progress
+    from litgpt_operator.api import FINETUNE_JOB
+
+    train_tiny(tmp_path / "run", micro=2, global_batch=4, max_steps=3)
+    log = capsys.readouterr().out
+    mid_run = "\n".join(log.splitlines()[: next(i for i, line in enumerate(log.splitlines())
+                                                  if parse_line(line) and parse_line(line).step == 2) + 1])
+    status = FINETUNE_JOB.status.model_validate({"progress": progress.status_progress(latest(mid_run))}).to_wire()
+    shown = status["progress"]
+    assert shown["step"] == 2 and shown["totalSteps"] == 3 and shown["event"] == "step"
+    assert math.isfinite(shown["loss"]) and shown["learningRate"] > 0 and shown["tokensPerSecond"] > 0
+    assert shown["etaSeconds"] >= 0 and shown["eta"].endswith("s") and shown["updateTime"].endswith("Z")
+    final = progress.status_progress(latest(log))
+    assert final["event"] == "finished" and final["step"] == 3 and final["eta"] == "0s"

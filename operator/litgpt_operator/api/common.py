@@ -181,12 +181,22 @@ class StatusBase(ApiModel):
 
 
 class TrainingProgress(ApiModel):
-    """Figures of the runtime's latest step line."""
+    """The runtime's newest progress record (`litgpt_runtime.progress_record`), as read from the
+    training pod's log every few seconds while the Job runs."""
 
-    step: int = Field(description="Optimizer step.", ge=0)
+    step: int = Field(description="Optimizer steps done.", ge=0)
     total_steps: Optional[int] = Field(None, description="Steps the run will take, when known.", ge=0)
+    epoch: Optional[int] = Field(None, description="Epochs completed over the training data.", ge=0)
     loss: Optional[float] = Field(None, description="Training loss at that step (absent when not finite).")
-    tokens_per_second: int = Field(description="Training throughput.", ge=0)
+    val_loss: Optional[float] = Field(None, description="The latest validation loss.")
+    learning_rate: Optional[float] = Field(None, description="Learning rate at that step.", ge=0)
+    tokens_per_second: Optional[int] = Field(None, description="Training throughput, all processes together.", ge=0)
+    tokens_seen: Optional[int] = Field(None, description="Tokens processed since step 0 (a resumed run continues the count).", ge=0)
+    eta_seconds: Optional[int] = Field(None, description="Time left at the run's average pace, when the total is known.", ge=0)
+    eta: Optional[str] = Field(None, description="etaSeconds for humans (12m30s), as of updateTime.")
+    event: Optional[str] = Field(None, description="What made the record: step, checkpoint, resumed or finished.")
+    update_time: Optional[str] = Field(
+        None, description="When the runtime made the record (RFC 3339).", json_schema_extra={"format": "date-time"})
 
 
 class JobStatus(StatusBase):
@@ -204,7 +214,8 @@ class JobStatus(StatusBase):
     )
     current_pod: Optional[str] = Field(None, description="The newest pod of the Job.")
     resumed_step: Optional[int] = Field(None, description="Optimizer step the current attempt resumed from (auto-resume).", ge=0)
-    progress: Optional[TrainingProgress] = Field(None, description="Latest training figures from the runtime's log (about once a minute).")
+    progress: Optional[TrainingProgress] = Field(
+        None, description="Latest training figures, from the runtime's progress record (within seconds while it runs).")
 
 
 def gpus_field(description: str, default: int = 1) -> Any:

@@ -7,7 +7,7 @@ from typing import Literal, Optional
 from pydantic import Field
 
 from litgpt_operator.api.common import ApiModel, JobStatus, LocalObjectReference, cel, immutable_once_started, name_field
-from litgpt_operator.api.kind import AGE, PHASE, KindInfo, PrinterColumn
+from litgpt_operator.api.kind import AGE, PHASE, PROGRESS_COLUMNS, KindInfo, PrinterColumn
 from litgpt_operator.api.training import PVCFile, TrainingArgs, TrainingSpec
 from litgpt_runtime.methods import LORA, METHODS
 from litgpt_runtime.quantize import QUANTIZE_MODES  # torch-free: the runtime's --quantize values
@@ -56,6 +56,12 @@ class Dataset(ApiModel):
         "or auto (chat when the model has a template, else alpaca).",
     )
     mask_prompt: bool = Field(True, description="Train only on the answers (prompt tokens left out of the loss).")
+    validation: Literal["strict", "warn", "off"] = Field(
+        "strict",
+        description="Check the data before the training Job takes a GPU (`litgpt validate_data` in a small CPU "
+        "pod): strict fails the job on bad data, without a training Job; warn reports it (DataValidated=False) "
+        "and trains anyway; off skips the check.",
+    )
 
 
 class LoRA(ApiModel):
@@ -109,8 +115,22 @@ class FinetuneJobSpec(TrainingSpec):
     )
 
 
+class DataValidation(ApiModel):
+    """What the data check found (`litgpt validate_data`'s summary)."""
+
+    records: int = Field(description="Records read (all files).", ge=0)
+    longest: Optional[int] = Field(None, description="Tokens of the longest sample.", ge=0)
+    truncated: Optional[int] = Field(None, description="Samples longer than maxSeqLength.", ge=0)
+    max_seq_length: Optional[int] = Field(None, description="The maximum sequence length checked against.", ge=0)
+    empty: Optional[int] = Field(None, description="Records without a prompt or an answer.", ge=0)
+    duplicates: Optional[int] = Field(None, description="Records repeating an earlier one.", ge=0)
+    prompt_style: Optional[str] = Field(None, description="How records become text: chat or alpaca.")
+
+
 class FinetuneJobStatus(JobStatus):
-    """Phase: Pending, Waiting (for the model), Running, Succeeded or Failed."""
+    """Phase: Pending, Waiting (for the model), Validating (the data check runs), Running, Succeeded or Failed."""
+
+    data_validation: Optional[DataValidation] = Field(None, description="What the data check found (spec.data.validation).")
 
     output_claim_name: Optional[str] = Field(None, description="Claim holding the finetuned checkpoint.")
     output_path: Optional[str] = Field(None, description="Folder of the finetuned checkpoint inside the claim.")
@@ -134,6 +154,7 @@ KIND = KindInfo(
         PrinterColumn("Model", ".spec.modelRef.name", description="The LitGPTModel finetuned"),
         PrinterColumn("Method", ".spec.method", description="Finetuning method"),
         PHASE,
+        *PROGRESS_COLUMNS,
         AGE,
     ),
 )

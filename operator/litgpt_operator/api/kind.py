@@ -29,6 +29,12 @@ class PrinterColumn:
 
 AGE = PrinterColumn("Age", ".metadata.creationTimestamp", "date")
 PHASE = PrinterColumn("Phase", ".status.phase", description="Short summary of the state")
+# What `kubectl get finetunejobs,pretrainjobs` shows of a run's progress record (status.progress).
+PROGRESS_COLUMNS = (
+    PrinterColumn("Step", ".status.progress.step", "integer", description="Optimizer steps done"),
+    PrinterColumn("Loss", ".status.progress.loss", "number", description="Training loss at that step"),
+    PrinterColumn("ETA", ".status.progress.eta", description="Time left at the run's average pace"),
+)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from litgpt_operator.api.common import (
     cel,
     immutable_once_started,
 )
-from litgpt_operator.api.kind import AGE, PHASE, KindInfo, PrinterColumn
+from litgpt_operator.api.kind import AGE, PHASE, PROGRESS_COLUMNS, KindInfo, PrinterColumn
 from litgpt_operator.api.training import PVCFile, TrainingArgs, TrainingSpec
 
 
@@ -130,6 +130,7 @@ KIND = KindInfo(
         PrinterColumn("Model", ".spec.modelName", description="Model architecture"),
         PrinterColumn("Nodes", ".spec.nodes", "integer", description="Number of nodes"),
         PHASE,
+        *PROGRESS_COLUMNS,
         AGE,
     ),
 )

@@ -37,7 +37,7 @@ def build_data_configmap(parent: c.Parent, spec: FinetuneJobSpec) -> Optional[di
     }
 
 
-def _data_volume(parent: c.Parent, spec: FinetuneJobSpec) -> tuple[dict[str, Any], str]:
+def data_volume(parent: c.Parent, spec: FinetuneJobSpec) -> tuple[dict[str, Any], str]:
     """The dataset's volume and the JSON file's path inside the pod."""
     data = spec.data
     if data.file is not None:
@@ -54,6 +54,12 @@ def lora_flags(lora: Optional[LoRA]) -> list[str]:
     return c.flags("lora_", lora.model_dump())
 
 
+def data_flags(spec: FinetuneJobSpec, json_path: str) -> list[str]:
+    """How the data is read and rendered: the same for the data check as for training."""
+    return ["--data", "JSON", "--data.json_path", json_path, "--data.prompt_style", spec.data.prompt_style,
+            "--data.mask_prompt", c.flag_value(spec.data.mask_prompt)]
+
+
 def finetune_command(parent: c.Parent, spec: FinetuneJobSpec, model: ModelCheckpoint, json_path: str) -> list[str]:
     output = output_of(parent, spec, model)
     data = spec.data
@@ -61,11 +67,8 @@ def finetune_command(parent: c.Parent, spec: FinetuneJobSpec, model: ModelCheckp
         "litgpt", f"finetune_{spec.method}", model.ref,
         "--checkpoint_root_dir", c.CHECKPOINT_ROOT,
         "--out_dir", output.mounted_dir,
-        "--data", "JSON",
-        "--data.json_path", json_path,
+        *data_flags(spec, json_path),
         "--data.val_split_fraction", c.flag_value(data.val_split_fraction),
-        "--data.prompt_style", data.prompt_style,
-        "--data.mask_prompt", c.flag_value(data.mask_prompt),
     ]
     command += c.flags("train.", spec.train.model_dump())
     if spec.method == "lora":
@@ -80,7 +83,7 @@ def build_finetune_children(
 ) -> list[dict[str, Any]]:
     """In apply order: [inline-data ConfigMap], [headless Service], Job."""
     configmap = build_data_configmap(parent, spec)
-    data_volume, json_path = _data_volume(parent, spec)
+    volume, json_path = data_volume(parent, spec)
     output = output_of(parent, spec, model)
     parts = c.PodParts(
         command=finetune_command(parent, spec, model, json_path),
@@ -88,7 +91,7 @@ def build_finetune_children(
         volumes=[
             c.claim_volume("models", model.claim_name, read_only=True),
             c.claim_volume("output", output.claim_name, read_only=False),
-            data_volume,
+            volume,
         ],
         mounts=[
             c.mount("models", c.MODELS_MOUNT, read_only=True),

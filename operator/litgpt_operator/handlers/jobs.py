@@ -8,7 +8,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from litgpt_operator import fitcheck, kube, observe, progress
+from litgpt_runtime import progress_record  # torch-free: the runtime's progress record, read here
+
+from litgpt_operator import datacheck, fitcheck, kube, observe, progress
 from litgpt_operator.builders.common import CONTAINER, GENERATION_ANNOTATION, Parent
 from litgpt_operator.builders.sources import ModelCheckpoint, OutputLocation
 from litgpt_operator.builders.training import STOPPED_ANNOTATION, stop_patch
@@ -21,8 +23,8 @@ JOB_PHASES = {"Pending": "Pending", "Running": "Running", "Succeeded": "Succeede
               "Suspended": "Queued"}
 # A log read for a status stops here (the kubelet's limitBytes): a few step lines, or a failure's last lines.
 LOG_LIMIT_BYTES = 16 * 1024
-# Enough for the last few step lines (the runtime logs one line per log interval).
-PROGRESS_LOG_LINES = 40
+# Enough for the newest progress record: the runtime writes it beside each human step line.
+PROGRESS_LOG_LINES = 20
 
 
 def job_pods(namespace: str, job_name: str) -> list[dict]:
@@ -125,19 +127,18 @@ def output_fields(job: dict) -> dict[str, Optional[str]]:
 
 
 def training_fields(namespace: str, job_name: str, previous_status: dict, running: bool) -> dict[str, Any]:
-    """attempts/currentPod always; resumedStep and progress while the Job runs (from the
-    newest pod's log tail: coarse, once per reconcile)."""
+    """attempts/currentPod always; progress and resumedStep while the Job runs, from the newest
+    progress record in the lead pod's log tail (`litgpt_runtime.progress_record`)."""
     fields: dict[str, Any] = progress.track_attempts(previous_status, job_pods(namespace, job_name))
     fields["resumedStep"] = previous_status.get("resumedStep")
     fields["progress"] = previous_status.get("progress")
     if running and fields.get("currentPod"):
         log = kube.pod_log_tail(namespace, fields["currentPod"], PROGRESS_LOG_LINES, CONTAINER, LOG_LIMIT_BYTES)
-        step = progress.resumed_step(log)
-        if step is not None:
-            fields["resumedStep"] = step
-        latest = progress.training_progress(log)
-        if latest:
-            fields["progress"] = latest
+        record = progress_record.latest(log)
+        if record is not None:
+            fields["progress"] = progress.status_progress(record)
+            if record.resumed_from_step is not None:
+                fields["resumedStep"] = record.resumed_from_step
     return fields
 
 
@@ -170,25 +171,57 @@ def previous_condition(body: dict, type_: str) -> Optional[Cond]:
 
 
 @dataclass(frozen=True)
+class DataCheck:
+    """A check of the training data that runs (as a Job) before the training Job."""
+
+    strict: bool  # a failed check ends the object Failed (else: DataValidated=False, and it trains)
+    children: list[dict]  # in creation order, the check's Job last
+
+
+@dataclass(frozen=True)
 class TrainingRun:
     """What a training kind decides once the models it reads are Ready."""
 
     model: Any  # what the fit check sizes: a repo id or short name, or an inline model config
     children: list[dict]  # in creation order, the Job last
+    data_check: Optional[DataCheck] = None
+
+
+@dataclass(frozen=True)
+class DataChecked:
+    condition: Cond
+    fields: dict[str, Any]
+    passed: bool
+    finished: bool
+
+
+def check_data(parent: Parent, check: DataCheck, settings: Settings) -> DataChecked:
+    """Run the data check (create its Job when missing) and say what it found so far."""
+    name = check.children[-1]["metadata"]["name"]
+    job, state = read_job(parent, name, settings)
+    if job is None:
+        job, state = start_job(parent, check.children, settings)
+    found = datacheck.summary(job_pods(parent.namespace, name))
+    cond = datacheck.condition(state, found, name, check.strict)
+    return DataChecked(cond, {"dataValidation": datacheck.status_fields(found)}, passed=cond.status == "True",
+                       finished=state.phase in ("Succeeded", "Failed"))
 
 
 def reconcile_training(body: dict, spec: Any, settings: Settings, job_name: str, refs: dict[str, str],
                        plan: Callable[[dict[str, ModelCheckpoint]], TrainingRun], method: str,
                        lora: Any = None) -> Observed:
     """The reconcile of a training kind: wait for the referenced LitGPTModels (`refs`: role ->
-    name), check that the run fits, create the Job from `plan(models by role)`, then follow it."""
+    name), check that the run fits, check its data (when the plan has a check), create the Job
+    from `plan(models by role)`, then follow it."""
     parent = Parent.from_body(body)
+    previous = body.get("status") or {}
     fields: dict[str, Any] = {"jobName": job_name}
     job, state = read_job(parent, job_name, settings)
     names = sorted(set(refs.values()))
     models_ready = Cond.of("ModelReady", True, "ModelReady", f"LitGPTModel {', '.join(names)} "
                                                              f"{'was' if len(names) == 1 else 'were'} Ready when Job "
                                                              f"{job_name} was created.")
+    before: list[Cond] = [models_ready] if refs else []
     if job is None:
         models: dict[str, ModelCheckpoint] = {}
         for role, name in refs.items():
@@ -200,15 +233,30 @@ def reconcile_training(body: dict, spec: Any, settings: Settings, job_name: str,
         fit = fitcheck.resources_fit(body, run.model, method, spec, lora, settings.gpu_memory_gb)
         if fit is not None and fit.status == FALSE:
             refused = Cond.of("Succeeded", False, fit.reason, "No Job was created: " + fit.message, warning=True)
-            return Observed("Failed", [*([models_ready] if refs else []), fit, refused], fields)
+            return Observed("Failed", [*before, fit, refused], fields)
+        before += [fit] if fit else []
+        if run.data_check is not None:
+            checked = check_data(parent, run.data_check, settings)
+            fields.update(checked.fields)
+            before.append(checked.condition)
+            if not checked.finished:
+                waiting = Cond.of("Succeeded", False, "ValidatingData", checked.condition.message)
+                return Observed("Validating", [*before, waiting], fields)
+            if not checked.passed and run.data_check.strict:
+                message = checked.condition.message
+                return Observed("Failed", [*before, Cond.of("Succeeded", False, checked.condition.reason, message),
+                                           Cond.of("Failed", True, checked.condition.reason, message, warning=True)],
+                                fields)
         job, state = start_job(parent, run.children, settings)
     else:
-        fit = previous_condition(body, fitcheck.CONDITION)
+        # Decided before the Job was created; kept as they were then.
+        before += [c for c in (previous_condition(body, fitcheck.CONDITION),
+                               previous_condition(body, datacheck.CONDITION)) if c]
+        fields["dataValidation"] = previous.get("dataValidation")
     fields.update(output_fields(job), startTime=state.start_time, completionTime=state.completion_time)
-    fields.update(training_fields(parent.namespace, job_name, body.get("status") or {}, state.phase == "Running"))
+    fields.update(training_fields(parent.namespace, job_name, previous, state.phase == "Running"))
     state = within_resume_budget(parent, job, state, fields.get("attempts"), settings)
     phase, outcome = job_outcome(state)
     spec_change = spec_change_condition(parent.kind, parent.generation, job, state)
-    conditions = [*([models_ready] if refs else []), *([fit] if fit else []), *outcome,
-                  *([spec_change] if spec_change else [])]
+    conditions = [*before, *outcome, *([spec_change] if spec_change else [])]
     return Observed(phase, conditions, fields)

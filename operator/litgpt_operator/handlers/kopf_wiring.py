@@ -14,6 +14,7 @@ from typing import Any
 
 import kopf
 
+from litgpt_operator import metrics
 from litgpt_operator.api import BY_KIND, GROUP, KINDS, VERSION, KindInfo
 from litgpt_operator.builders.common import KIND_LABEL, MANAGED_BY
 from litgpt_operator.handlers.core import refresh, refresh_owner
@@ -55,7 +56,17 @@ def _references(fields: dict[str, str]):
     return index
 
 
+def _forget(kind: KindInfo):
+    def handler(event: dict, namespace: str, name: str, **_) -> None:
+        if event.get("type") == "DELETED":  # its series leave the metrics with it
+            metrics.record(kind.kind, namespace, name, None)
+
+    handler.__name__ = f"forget_{kind.singular}"
+    return handler
+
+
 for _kind in KINDS:
+    kopf.on.event(GROUP, VERSION, _kind.plural, id=f"{_kind.singular}-forget")(_forget(_kind))
     _handler = _on_change(_kind)
     kopf.on.resume(GROUP, VERSION, _kind.plural, id=f"{_kind.singular}-resume")(_handler)
     kopf.on.create(GROUP, VERSION, _kind.plural, id=f"{_kind.singular}-create")(_handler)
