@@ -26,10 +26,10 @@ def main(checkpoint_dir: Path) -> None:
 
     checkpoint_dir = Path(checkpoint_dir)
     lora_file = checkpoint_dir / LORA_FILE
+    if is_complete(checkpoint_dir):  # merged already (a merged finetune keeps its LoRA weights beside)
+        print(f"{checkpoint_dir} is already a complete (merged) checkpoint.")
+        return
     if not lora_file.is_file():
-        if is_complete(checkpoint_dir):
-            print(f"{checkpoint_dir} holds no {LORA_FILE}: it is already a plain (merged) checkpoint.")
-            return
         from litgpt_runtime.checkpoint import refuse_litgpt_folder
 
         refuse_litgpt_folder(checkpoint_dir)  # LitGPT's lit_model.pth.lora: convert_from_litgpt merges it

@@ -89,6 +89,24 @@ def test_lora_changes_only_query_and_value_rows(base_dir, data_file, tmp_path):
     for key in changed:
         delta = (after[key] - before[key]).abs().sum(dim=1)
         assert (delta[:64] > 0).all() and (delta[64:96] == 0).all() and (delta[96:] > 0).all()
+    assert_merged_output_also_serves_as_an_adapter(base_dir, final)
+
+
+def assert_merged_output_also_serves_as_an_adapter(base_dir: Path, final: Path) -> None:
+    """The merged output keeps its LoRA weights: the base with them attached (`litgpt serve
+    --adapters`, which a ModelServer's spec.adapters runs) computes what the merged weights do."""
+    from litgpt_runtime.checkpoint import load_model
+    from litgpt_runtime.finetune.lora import LORA_FILE
+    from litgpt_runtime.serve.adapters import attach_adapters
+
+    assert (final / LORA_FILE).is_file()
+    base = load_model(base_dir)
+    rows = attach_adapters(base, [("tuned", final)], base_dir)
+    ids = torch.tensor([[1, 5, 9, 13, 17, 21]])
+    rows.index = torch.tensor([1])
+    with torch.no_grad():
+        served, merged = base(ids), load_model(final)(ids)
+    torch.testing.assert_close(served, merged, rtol=1e-4, atol=1e-4)  # float32, summation order differs
 
 
 @pytest.mark.parametrize("variant", ["adapter", "adapter_v2"])

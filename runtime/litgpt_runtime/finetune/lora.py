@@ -30,15 +30,20 @@ def method(merge: bool = True, **lora_settings: Any) -> Method:
     def write_output(ctx: OutputContext) -> None:
         from litgpt_runtime.peft.lora import lora_state_dict
 
-        if merge:
-            save_complete(ctx, merge_state_dict(ctx.variant_config, ctx.state_dict), "lora")
-            return
-        # Unmerged: only the LoRA weights and a pointer to the base; `litgpt merge_lora` completes it.
         from litgpt_runtime.safetensors_io import save_state_dict
 
+        def save_lora(folder) -> None:
+            save_state_dict(folder / LORA_FILE, {k: v.contiguous() for k, v in lora_state_dict(ctx.state_dict).items()})
+
+        if merge:
+            # The LoRA weights stay beside the merged ones (a few MB): the same output then serves
+            # alone or as one of many adapters on a shared base (`litgpt serve --adapters`).
+            save_complete(ctx, merge_state_dict(ctx.variant_config, ctx.state_dict), "lora", extra_files=save_lora)
+            return
+        # Unmerged: only the LoRA weights and a pointer to the base; `litgpt merge_lora` completes it.
         from litgpt_runtime.checkpoint import copy_tokenizer_files
 
-        save_state_dict(ctx.final_dir / LORA_FILE, {k: v.contiguous() for k, v in lora_state_dict(ctx.state_dict).items()})
+        save_lora(ctx.final_dir)
         ctx.base_config.save(ctx.final_dir)
         copy_tokenizer_files(ctx.base_dir, ctx.final_dir)
         write_template(ctx.final_dir, ctx.chat_template)
@@ -64,5 +69,7 @@ setup = command("lora", """
     Finetune a model with LoRA: small low-rank updates on chosen projections train while the
     base weights stay frozen (memory: the weights plus little more), then they are merged in.
 
-    The result, `<out_dir>/final`, is a complete checkpoint for generate, chat, serve and convert_to_hf.
+    The result, `<out_dir>/final`, is a complete checkpoint for generate, chat, serve and convert_to_hf;
+    it also keeps the LoRA weights (lit_lora.safetensors), so `litgpt serve <base> --adapters
+    name=<out_dir>/final` can serve it beside other finetunes of the same base.
 """)
