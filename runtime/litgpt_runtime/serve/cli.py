@@ -33,14 +33,16 @@ def main(
     adapters: Optional[str] = None,
     access_token: Optional[str] = None,
     api_key: Optional[str] = None,
+    drain_timeout: float = 30.0,
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info",
 ) -> None:
     """Serve a model over HTTP: OpenAI-compatible API, /predict, /health and Prometheus /metrics.
 
     Routes: POST /v1/chat/completions and /v1/completions (both with "stream": true), GET
     /v1/models, POST /predict ({"prompt": "..."} -> {"output": "..."}), GET /health (200 once the
-    model is loaded), GET /metrics. Concurrent requests are decoded together, up to
-    --max_batch_size per device. Stops cleanly on SIGTERM or Ctrl-C.
+    model is loaded), GET /ready (200 once it answers a 1-token generation), GET /metrics.
+    Concurrent requests are decoded together, up to --max_batch_size per device. On SIGTERM it
+    finishes the requests in progress (see --drain_timeout), then stops; Ctrl-C stops at once.
 
     Args:
         repo_id: Hugging Face repo id (resolved under --checkpoint_root_dir; downloaded on first
@@ -69,6 +71,9 @@ def main(
         api_key: Require `Authorization: Bearer <key>` on every route but /health, /ready and
             /metrics (default: $LITGPT_API_KEY; unset = no key). Prefer the variable: an option is
             visible to anyone who can list the machine's processes.
+        drain_timeout: On SIGTERM, how many seconds the requests in progress (and any still
+            arriving) may take to finish before the server stops; /ready answers 503 meanwhile.
+            A second SIGTERM stops at once.
         log_level: Server log level.
     """
     from litgpt_runtime.config import Config
@@ -84,6 +89,8 @@ def main(
         raise UserError("--max_batch_size, --devices, --workers_per_device and --max_new_tokens must be at least 1.")
     if max_waiting is not None and max_waiting < 0:
         raise UserError(f"--max_waiting must be 0 or more (got {max_waiting}).")
+    if drain_timeout < 0:
+        raise UserError(f"--drain_timeout must be 0 or more seconds (got {drain_timeout:g}).")
     if temperature < 0 or not 0 < top_p <= 1 or (top_k is not None and top_k < 1):
         raise UserError("Use --temperature >= 0, 0 < --top_p <= 1 and --top_k >= 1 (or None).")
     check_inference_precision(precision)
@@ -116,20 +123,24 @@ def main(
                           temperature=temperature, top_k=top_k, top_p=top_p, api_key=api_key,
                           adapters=adapter_dirs)
 
-    # Kubernetes stops pods with SIGTERM: treat it like Ctrl-C so that LitServe shuts its API and
-    # inference processes down instead of leaving them orphaned.
-    main_pid = os.getpid()
+    # Kubernetes stops pods with SIGTERM: finish what is in progress, then let LitServe shut its
+    # API and inference processes down (drain.py).
+    from litgpt_runtime.serve.drain import install_sigterm
 
-    def _terminate(signum, frame):
-        if os.getpid() != main_pid:  # the forked API process, after uvicorn's own graceful stop
-            raise SystemExit(0)
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _terminate)
+    install_sigterm(server.drain, drain_timeout, stop=lambda: _stop(server))
+    server.uvicorn_graceful_timeout = max(drain_timeout, 1.0)
     print(f"Serving {model_name or repo_id} from {checkpoint_dir} on http://{host}:{port} "
           f"(OpenAI API under /v1, max_batch_size={max_batch_size}, context {max_seq_length - 1} tokens"
           f"{', API key required' if api_key else ''})", flush=True)
     server.run(host=host, port=port, num_api_servers=1, log_level=log_level, generate_client_file=False)
+
+
+def _stop(server) -> None:
+    """LitServe's own shutdown (API process, workers, manager); before it has started, Ctrl-C's."""
+    if server._shutdown_event is not None:
+        server._shutdown_event.set()
+    else:
+        os.kill(os.getpid(), signal.SIGINT)
 
 
 def _check_accelerator(accelerator: str, devices: int) -> None:
@@ -165,6 +176,7 @@ def build_server(checkpoint_dir: Path, tokenizer, *, served_name: str, aliases: 
     from litgpt_runtime.serve import metrics
     from litgpt_runtime.serve.auth import APIKeyMiddleware
     from litgpt_runtime.serve.bridge import Bridge, LitGPTServer
+    from litgpt_runtime.serve.drain import Drain
     from litgpt_runtime.serve.intake import Admission
     from litgpt_runtime.serve.metrics import MetricsMiddleware
     from litgpt_runtime.serve.routes import Defaults, ServeState, ServedModel, add_routes
@@ -193,8 +205,9 @@ def build_server(checkpoint_dir: Path, tokenizer, *, served_name: str, aliases: 
         context_window=max_seq_length - 1,
         defaults=Defaults(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p),
         bridge=Bridge(server),
-        admission=Admission(rows + (4 * rows if max_waiting is None else max_waiting)),
+        admission=Admission(rows + (4 * rows if max_waiting is None else max_waiting), drain=Drain()),
     )
+    server.drain = state.admission.drain
     metrics.KV_ROWS.set(max_batch_size)
     add_routes(server.app, state)
     return server

@@ -92,9 +92,10 @@ class Admission:
     the event loop, with no await between them, so it needs no lock.
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, drain=None) -> None:
         self.limit = limit
         self.held = 0
+        self.drain = drain  # drain.Drain: the same count, shared with the main process for SIGTERM
 
     def enter(self) -> "Ticket":
         if self.held >= self.limit:
@@ -102,6 +103,8 @@ class Admission:
                                    f"{RETRY_AFTER_SECONDS} s.", type="server_error", code="server_overloaded",
                               headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
         self.held += 1
+        if self.drain is not None:
+            self.drain.add(1)
         return Ticket(self)
 
 
@@ -114,4 +117,6 @@ class Ticket:
     def release(self) -> None:
         if self._admission is not None:
             self._admission.held -= 1
+            if self._admission.drain is not None:
+                self._admission.drain.add(-1)
             self._admission = None

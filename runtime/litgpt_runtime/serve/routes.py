@@ -421,6 +421,9 @@ def add_routes(app: FastAPI, state: ServeState) -> None:
     @app.get("/ready")
     async def ready(request: Request) -> Response:
         """Readiness: 200 when a 1-token generation succeeds (see readiness.py), 503 with the reason."""
+        drain = state.admission.drain
+        if drain is not None and drain.draining:  # stopping: let the Service take this pod out
+            return Response("not ready: stopping (SIGTERM), finishing the requests in progress", status_code=503)
         if not state.bridge.workers_ready():
             return Response("not ready: the model is still loading", status_code=503)
         ok, reason = await state.readiness.check(state, request.app)

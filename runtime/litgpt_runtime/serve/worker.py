@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -58,6 +60,8 @@ class IdleFriendlyLoop(ContinuousBatchingLoop):
         if self._wakeup is None:
             self._wakeup = asyncio.Event()
         if not lit_api.has_active_requests():
+            if lit_api.stopping:  # SIGTERM came while rows were running; the last outputs are sent
+                raise SystemExit(0)
             try:
                 await asyncio.wait_for(self._wakeup.wait(), timeout=0.05)
             except asyncio.TimeoutError:
@@ -89,6 +93,7 @@ class GenerationAPI(ls.LitAPI):
         # bridge.LitGPTServer): a cancel message on the request queue reaches only one of them
         self.cancelled = None
         self._polled = 0.0
+        self.stopping = False  # SIGTERM received: exit once no row is left (see drain.py)
 
     def setup(self, device: str) -> None:
         import torch
@@ -107,8 +112,16 @@ class GenerationAPI(ls.LitAPI):
                                        adapters=len(self.adapters))
         self.device_name = device
         self._inbox: "queue.SimpleQueue[tuple[str, dict]]" = queue.SimpleQueue()
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._on_sigterm)
         logger.info("Model %s ready on %s (%s, %d slots, %d LoRA adapters)", self.checkpoint_dir, device, dtype,
                     self.max_batch_size, len(self.adapters))
+
+    def _on_sigterm(self, signum, frame) -> None:
+        """Exit now when idle; otherwise when the running rows are done (IdleFriendlyLoop.run)."""
+        self.stopping = True
+        if not self.has_active_requests():
+            raise SystemExit(0)
 
     # -- hooks of ContinuousBatchingLoop; add_request runs on the loop's thread, step on another --
     def add_request(self, uid: str, request: Any) -> None:
