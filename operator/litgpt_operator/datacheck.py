@@ -61,7 +61,8 @@ def condition(state: JobState, found: Optional[dict[str, Any]], job_name: str, s
         else:
             reason, message = state.reason, state.message
         if strict:
-            message += (" No training Job was created. Fix the data and re-create the FinetuneJob, or set "
+            message += (f" No training Job was created. Fix the data: in the spec (the check runs again), or "
+                        f"on its claim, then delete Job {job_name} to check again; or set "
                         "spec.data.validation to warn to train anyway.")
         else:
             message += " Training runs anyway (spec.data.validation: warn)."

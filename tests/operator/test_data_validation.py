@@ -76,6 +76,21 @@ def test_the_check_reads_the_data_as_training_will_on_a_small_cpu_pod():
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
 
 
+def test_the_job_says_what_it_checks_so_a_corrected_spec_is_checked_again():
+    def checks(**extra):
+        (job,) = validation.build_validation_children(QUEUED, spec(**extra), CHECKPOINT, SETTINGS)
+        return job["metadata"]["annotations"][validation.CHECKS_ANNOTATION]
+
+    base = checks()
+    assert checks(data={"file": {"claimName": "datasets", "path": "alpaca/fixed.json"}, "promptStyle": "alpaca"}) != base
+    assert checks(data={"file": {"claimName": "other", "path": "alpaca/train.json"}, "promptStyle": "alpaca"}) != base
+    assert checks(train={"maxSeqLength": 1024}) != base
+    # the verdict stands when only what to do with it changes, or the training settings
+    assert checks(data={"file": {"claimName": "datasets", "path": "alpaca/train.json"}, "promptStyle": "alpaca",
+                        "validation": "warn"}) == base
+    assert checks(train={"maxSeqLength": 512, "learningRate": 0.1}, gpusPerNode=4) == base
+
+
 def test_inline_data_gets_its_configmap_first_and_no_max_seq_length_means_the_models():
     s = spec(data={"inline": '[{"instruction": "a", "output": "b"}]'}, train={})
     configmap, job = validation.build_validation_children(QUEUED, s, CHECKPOINT, SETTINGS)

@@ -33,6 +33,20 @@ def test_strict_failed_check_fails_the_job_without_a_training_job(k8s, operator)
     assert len(k8s.list("Pod", {"batch.kubernetes.io/job-name": "ft-validate"})) == 1
 
 
+def test_a_corrected_spec_is_checked_again_and_the_job_continues(k8s, operator):
+    ready_model(k8s)
+    k8s.apply(finetune(podMetadata={"annotations": INVALID}))
+    first = k8s.wait_phase("FinetuneJob", "ft", "Failed")
+    assert "delete Job ft-validate to check again" in condition(first, "DataValidated")["message"]
+    old_uid = k8s.get("Job", "ft-validate")["metadata"]["uid"]
+    # the fix: another prompt style (and the scripted failure gone); the check runs again, passes, it trains
+    k8s.apply(finetune(data={"inline": INLINE_DATA, "promptStyle": "alpaca"}))
+    body = k8s.wait_phase("FinetuneJob", "ft", "Succeeded", timeout=90)
+    assert condition(body, "DataValidated")["status"] == "True"
+    assert k8s.get("Job", "ft-validate")["metadata"]["uid"] != old_uid
+    assert "DataChanged" in k8s.event_reasons("ft")
+
+
 def test_warn_reports_and_trains_and_off_skips_the_check(k8s, operator):
     ready_model(k8s)
     k8s.apply(finetune(podMetadata={"annotations": INVALID}, data={"inline": INLINE_DATA, "validation": "warn"}))

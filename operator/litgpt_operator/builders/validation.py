@@ -12,6 +12,8 @@ termination message (`litgpt_runtime.validate_data`).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from typing import Any
 
 from litgpt_runtime.termination import TERMINATION_LOG_ENV  # torch-free
@@ -27,6 +29,9 @@ COMPONENT = "data-validation"
 RESOURCES = {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"cpu": "2", "memory": "4Gi"}}
 # Tokenizing runs at megabytes per second: a check running this long is stuck, not busy.
 DEADLINE_SECONDS = 3600
+# On the check's Job: what it checks (its command and data volume). A Job whose value differs from
+# the spec's checked other data; the operator replaces it (a spec fixed after a failed check).
+CHECKS_ANNOTATION = "litgpt.dev/data-check"
 
 
 def job_name(parent: c.Parent) -> str:
@@ -41,14 +46,19 @@ def validate_command(spec: FinetuneJobSpec, model: ModelCheckpoint, json_path: s
     return command
 
 
+def checks(command: list[str], volume: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps([command, volume], sort_keys=True).encode()).hexdigest()[:16]
+
+
 def build_validation_children(
     parent: c.Parent, spec: FinetuneJobSpec, model: ModelCheckpoint, settings: Settings
 ) -> list[dict[str, Any]]:
     """In apply order: [inline-data ConfigMap], the check's Job."""
     configmap = build_data_configmap(parent, spec)
     volume, json_path = data_volume(parent, spec)
+    command = validate_command(spec, model, json_path)
     parts = c.PodParts(
-        command=validate_command(spec, model, json_path),
+        command=command,
         # Named explicitly (the runtime would also find the kubelet's file): where the summary goes.
         env=[c.env_var(TERMINATION_LOG_ENV, c.TERMINATION_MESSAGE_PATH)],
         volumes=[c.claim_volume("models", model.claim_name, read_only=True), volume],
@@ -59,6 +69,7 @@ def build_validation_children(
     unqueued = dataclasses.replace(parent, queue_labels=())
     job = c.job(unqueued, job_name(parent), COMPONENT, template, backoff_limit=0,
                 active_deadline_seconds=DEADLINE_SECONDS)
+    job["metadata"]["annotations"][CHECKS_ANNOTATION] = checks(command, volume)
     # An evicted check (a node drain) runs again rather than failing the FinetuneJob.
     job["spec"]["podFailurePolicy"] = {"rules": [{"action": "Ignore",
                                                   "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}]}

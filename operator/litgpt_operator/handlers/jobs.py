@@ -14,9 +14,10 @@ from litgpt_operator import datacheck, fitcheck, kube, observe, progress
 from litgpt_operator.builders.common import CONTAINER, GENERATION_ANNOTATION, Parent
 from litgpt_operator.builders.sources import ModelCheckpoint, OutputLocation
 from litgpt_operator.builders.training import STOPPED_ANNOTATION, stop_patch
+from litgpt_operator.builders.validation import CHECKS_ANNOTATION
 from litgpt_operator.handlers.children import create_children, get_ours
 from litgpt_operator.settings import Settings
-from litgpt_operator.status import FALSE, Cond, Observed
+from litgpt_operator.status import FALSE, UNKNOWN, Cond, Observed
 
 # JobState.phase -> the parent's phase, for kinds that run to completion.
 JOB_PHASES = {"Pending": "Pending", "Running": "Running", "Succeeded": "Succeeded", "Failed": "Failed",
@@ -197,8 +198,16 @@ class DataChecked:
 
 def check_data(parent: Parent, check: DataCheck, settings: Settings) -> DataChecked:
     """Run the data check (create its Job when missing) and say what it found so far."""
-    name = check.children[-1]["metadata"]["name"]
+    wanted = check.children[-1]["metadata"]
+    name = wanted["name"]
     job, state = read_job(parent, name, settings)
+    if job is not None and (job["metadata"].get("annotations") or {}).get(CHECKS_ANNOTATION) != \
+            wanted["annotations"][CHECKS_ANNOTATION]:
+        # The spec now asks for other data (or reads it otherwise): that Job's verdict is not about
+        # it. Replaced: the deletion's event reconciles again, which creates the new check.
+        kube.delete("Job", parent.namespace, name, uid=job["metadata"]["uid"])
+        cond = Cond(datacheck.CONDITION, UNKNOWN, "DataChanged", f"The data to check changed; Job {name} checks it again.")
+        return DataChecked(cond, {}, passed=False, finished=False)
     if job is None:
         job, state = start_job(parent, check.children, settings)
     found = datacheck.summary(job_pods(parent.namespace, name))
