@@ -172,16 +172,41 @@ def failed_pod_for_logs(job: dict, pods: list[dict]) -> Optional[str]:
     return problem.pod if problem and problem.terminated else None
 
 
+def crash_problem(pod: dict) -> Optional[PodProblem]:
+    """Why a long-running container keeps ending, if it does: its last termination (the runtime's
+    own message: a checksum mismatch, an adapter that does not fit), noting the back-off."""
+    name = pod["metadata"]["name"]
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        state = cs.get("state") or {}
+        term = state.get("terminated") or (cs.get("lastState") or {}).get("terminated")
+        problem = _termination_problem(name, cs["name"], term) if term else None
+        waiting = (state.get("waiting") or {}).get("reason")
+        if problem is None and waiting == "CrashLoopBackOff":
+            return PodProblem(name, waiting, f"container {cs['name']} of pod {name} is in CrashLoopBackOff", True)
+        if problem is None:
+            continue
+        restarts = cs.get("restartCount", 0)
+        if waiting == "CrashLoopBackOff" or restarts:
+            note = f" (restarted {restarts} time(s){', now in CrashLoopBackOff' if waiting == 'CrashLoopBackOff' else ''})"
+            return PodProblem(name, problem.reason, problem.message + note, terminated=True)
+        return problem
+    return None
+
+
 @dataclass(frozen=True)
 class DeploymentState:
-    phase: str  # Progressing | Ready | Failed
+    phase: str  # Progressing | Ready | Degraded | Failed
     reason: str
     message: str
     replicas: int
     available: int
 
 
-def deployment_state(deployment: dict, pods: list[dict]) -> DeploymentState:
+def deployment_state(deployment: dict, pods: list[dict], current_pods: Optional[list[dict]] = None) -> DeploymentState:
+    """`current_pods`: the pods of the Deployment's current template (default: all of them). Ready
+    needs the rollout of the current template done; a current pod that keeps crashing makes it
+    Failed, or Degraded while other pods still answer."""
+    current_pods = pods if current_pods is None else current_pods
     name = deployment["metadata"]["name"]
     spec, status = deployment.get("spec") or {}, deployment.get("status") or {}
     desired = spec.get("replicas", 1)
@@ -198,9 +223,17 @@ def deployment_state(deployment: dict, pods: list[dict]) -> DeploymentState:
         return DeploymentState("Failed", problem.reason if problem else "ProgressDeadlineExceeded", message,
                                replicas, available)
     rolled_out = current and updated >= desired and replicas == updated
-    if rolled_out and available >= desired:
+    if rolled_out and available >= desired:  # every pod is of the current template, and answers
         return DeploymentState("Ready", "ReplicasAvailable", f"{available}/{desired} replica(s) available.",
                                replicas, available)
+    crashing = next((p for p in (crash_problem(pod) for pod in current_pods) if p), None)
+    if crashing:
+        if available:
+            return DeploymentState("Degraded", crashing.reason,
+                                   f"{available}/{desired} replica(s) answer, but a pod of the current spec keeps "
+                                   f"failing: {crashing.message}", replicas, available)
+        return DeploymentState("Failed", crashing.reason, f"Deployment {name} has no pod that answers: "
+                                                          f"{crashing.message}", replicas, available)
     problem = first_problem(pods)
     if problem:
         return DeploymentState("Progressing", problem.reason, problem.message, replicas, available)

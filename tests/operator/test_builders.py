@@ -249,8 +249,9 @@ def test_server_deployment_service_and_probe():
     assert deployment["spec"]["replicas"] == 2
     c = container(deployment)
     assert c["command"] == ["litgpt", "serve", "EleutherAI/pythia-14m", "--checkpoint_root_dir", "/models/checkpoints",
-                            "--host", "0.0.0.0", "--port", "8000", "--accelerator", "cuda", "--devices", "1"]
-    assert c["readinessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+                            "--host", "0.0.0.0", "--port", "8000", "--accelerator", "cuda", "--devices", "1",
+                            "--drain_timeout", "45"]
+    assert c["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
     assert c["ports"] == [{"name": "http", "containerPort": 8000}]
     assert mounts(deployment)["/models"] is True
     assert deployment["spec"]["template"]["spec"]["restartPolicy"] == "Always"
@@ -260,6 +261,53 @@ def test_server_deployment_service_and_probe():
     assert service["spec"]["ports"][0]["port"] == 8000
     assert server.build_hpa(p, spec) is None
     assert server.url(p, spec) == "http://chat.team-a.svc:8000"
+
+
+def test_server_rolls_without_dropping_requests_and_is_scraped():
+    """A new pod answers /ready before an old one stops; an old one gets a preStop pause and time
+    to finish its requests (the runtime drains on SIGTERM for --drain_timeout s, within the grace
+    period); Prometheus finds /metrics by the usual annotations."""
+    spec = MODEL_SERVER.parse_spec({"spec": {"modelRef": {"name": "pythia"}, "port": 9000,
+                                             "podMetadata": {"annotations": {"team": "nlp"}}}})
+    deployment = server.build_deployment(parent("ModelServer", "chat"), spec, ServeSource(CHECKPOINT), SETTINGS)
+    assert deployment["spec"]["strategy"] == {"type": "RollingUpdate",
+                                              "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    pod = deployment["spec"]["template"]
+    c = container(deployment)
+    assert c["lifecycle"]["preStop"] == {"sleep": {"seconds": server.PRE_STOP_SECONDS}}
+    drain = int(c["command"][c["command"].index("--drain_timeout") + 1])
+    assert server.PRE_STOP_SECONDS + drain < pod["spec"]["terminationGracePeriodSeconds"]
+    annotations = pod["metadata"]["annotations"]
+    assert {k: v for k, v in annotations.items() if k.startswith("prometheus.io/")} == {
+        "prometheus.io/scrape": "true", "prometheus.io/port": "9000", "prometheus.io/path": "/metrics"}
+    assert annotations["team"] == "nlp"
+    from litgpt_runtime.serve.readiness import PROBE_TIMEOUT_SECONDS
+
+    assert c["readinessProbe"]["timeoutSeconds"] > PROBE_TIMEOUT_SECONDS  # the runtime answers 503 first
+
+
+def test_server_with_adapters_mounts_each_output_and_names_it():
+    spec = MODEL_SERVER.parse_spec({"spec": {"modelRef": {"name": "pythia"}, "adapters": [
+        {"name": "support", "finetuneRef": {"name": "ft-support"}},
+        {"name": "legal", "finetuneRef": {"name": "ft-legal"}}]}})
+    source = ServeSource(CHECKPOINT, adapters=(
+        server.AdapterSource("support", OutputLocation("model-cache", "finetunes/ft-support")),
+        server.AdapterSource("legal", OutputLocation("results", "finetunes/ft-legal"))))
+    deployment = server.build_deployment(parent("ModelServer", "chat"), spec, source, SETTINGS)
+    command = container(deployment)["command"]
+    assert command[2] == "EleutherAI/pythia-14m"  # one copy of the base weights
+    assert command[command.index("--adapters") + 1] == (
+        "support=/adapters/model-cache/finetunes/ft-support/final,legal=/adapters/results/finetunes/ft-legal/final")
+    assert mounts(deployment)["adapters-0"] == ("/adapters/model-cache", True)
+    assert mounts(deployment)["adapters-1"] == ("/adapters/results", True)
+    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"]
+              for v in deployment["spec"]["template"]["spec"]["volumes"] if "persistentVolumeClaim" in v}
+    assert claims["adapters-0"] == "model-cache" and claims["adapters-1"] == "results"
+    # another adapter set is another pod template (a rollout); the same one is not
+    fewer = ServeSource(CHECKPOINT, adapters=source.adapters[:1])
+    digest = lambda s: server.build_deployment(parent("ModelServer", "chat"), spec, s, SETTINGS)[  # noqa: E731
+        "spec"]["template"]["metadata"]["annotations"][server.TEMPLATE_ANNOTATION]
+    assert digest(source) == digest(source) != digest(fewer)
 
 
 def test_server_api_key_comes_from_its_secret_only():
@@ -292,7 +340,7 @@ def test_pod_metadata_passthrough_keeps_operator_labels():
     template = server.build_deployment(parent("ModelServer"), spec, ServeSource(CHECKPOINT), SETTINGS)["spec"]["template"]
     assert template["metadata"]["labels"]["team"] == "nlp"
     assert template["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "litgpt-operator"
-    assert template["metadata"]["annotations"] == {"sidecar.istio.io/inject": "false"}
+    assert template["metadata"]["annotations"]["sidecar.istio.io/inject"] == "false"
 
 
 def test_builders_are_deterministic():

@@ -117,7 +117,33 @@ def test_deployment_state():
     assert observe.deployment_state(deployment(available=0), []).phase == "Progressing"
     assert observe.deployment_state(deployment(available=1, generation=2, observed=1), []).phase == "Progressing"
     crash = pod(statuses=[{"name": "litgpt", "state": {"waiting": {"reason": "CrashLoopBackOff"}}}])
-    assert observe.deployment_state(deployment(), [crash]).reason == "CrashLoopBackOff"
+    state = observe.deployment_state(deployment(), [crash])
+    assert (state.phase, state.reason) == ("Failed", "CrashLoopBackOff")
+    starting = pod(statuses=[{"name": "litgpt", "state": {"waiting": {"reason": "ContainerCreating"}}}])
+    assert observe.deployment_state(deployment(), [starting]).phase == "Progressing"
+
+
+def test_a_server_whose_pods_keep_failing_is_never_ready():
+    """Corrupt weights or an adapter that does not load: the runtime exits with its reason, the
+    kubelet restarts it; the server is Failed (nothing answers) or Degraded (the previous pods
+    still do, as in a rollout with maxUnavailable 0), with the pod's own message, never Ready."""
+    corrupt = pod(statuses=[{"name": "litgpt", "restartCount": 3,
+                             "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s"}},
+                             "lastState": {"terminated": {"exitCode": 6, "reason": "Error",
+                                                          "message": "model.safetensors does not match its digest"}}}])
+    state = observe.deployment_state(deployment(), [corrupt])
+    assert (state.phase, state.reason) == ("Failed", "ChecksumMismatch")
+    assert "does not match its digest" in state.message and "CrashLoopBackOff" in state.message
+    # a rollout: the old pod still answers, the new one cannot load its adapter
+    adapter = pod(statuses=[{"name": "litgpt", "restartCount": 1, "state": {"running": {}},
+                             "lastState": {"terminated": {"exitCode": 1, "message": "Adapter 'x' was trained on a "
+                                                                                    "different model"}}}])
+    rolling = deployment(replicas=1, available=1, updated=1)
+    rolling["status"]["replicas"] = 2
+    state = observe.deployment_state(rolling, [corrupt, adapter], current_pods=[adapter])
+    assert state.phase == "Degraded" and "trained on a different model" in state.message
+    # the crash of a pod of the previous template does not count against the current one
+    assert observe.deployment_state(rolling, [corrupt, adapter], current_pods=[]).phase == "Progressing"
     stalled = deployment(conditions=[{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}])
     assert observe.deployment_state(stalled, []).phase == "Failed"
 

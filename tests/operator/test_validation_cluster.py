@@ -63,10 +63,19 @@ def rejected(k8s, obj: dict) -> str:
     (with_spec(FINETUNE, method="full", quantize="bnb.nf4"), "quantize (QLoRA) applies only to method lora"),
     (with_spec(FINETUNE, quantize="bnb.nf4", precision="bf16-mixed"), "quantize does not combine with a mixed precision"),
     (with_spec(FINETUNE, quantize="bnb.nf5"), "spec.quantize: Unsupported value"),
+    # ModelServer adapters: what the API server can tell without looking at the finetunes
+    (with_spec(SERVER, adapters=[{"name": "a", "finetuneRef": {"name": "f1"}}, {"name": "a", "finetuneRef": {"name": "f2"}}]),
+     "adapter names must be unique"),
+    (with_spec(SERVER, adapters=[{"name": "a=b,c", "finetuneRef": {"name": "f1"}}]), "spec.adapters[0].name: Invalid value"),
+    (with_spec(SERVER, adapters=[{"name": f"a{i}", "finetuneRef": {"name": "f"}} for i in range(17)]),
+     "spec.adapters: Too many: 17: must have at most 16 items"),
+    ({**SERVER, "spec": {"finetuneRef": {"name": "f"}, "adapters": [{"name": "a", "finetuneRef": {"name": "f1"}}]}},
+     "adapters need modelRef"),
 ], ids=["unknown-method", "negative-batch", "batch-multiple", "two-data-sources", "lora-on-full",
         "no-initial-checkpoint", "scratch-without-tokenizer", "name-and-config", "both-refs", "neither-ref", "bad-repo-id",
         "path-escape", "model-name-option", "configmap-key-dotdot", "configmap-key-slash", "output-in-cache",
-        "output-in-cache-dot", "quantize-on-full", "quantize-mixed", "quantize-unknown"])
+        "output-in-cache-dot", "quantize-on-full", "quantize-mixed", "quantize-unknown", "adapter-names-twice",
+        "adapter-name-syntax", "too-many-adapters", "adapters-without-model"])
 def test_invalid_objects_are_rejected_with_a_readable_message(k8s, obj, expected):
     message = rejected(k8s, obj)
     assert expected in message, message

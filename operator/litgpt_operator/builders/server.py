@@ -13,7 +13,17 @@ from litgpt_operator.builders.sources import ModelCheckpoint, OutputLocation
 from litgpt_operator.settings import Settings
 
 COMPONENT = "server"
-HEALTH_PATH = "/health"
+# The runtime's /ready answers 200 only after a real 1-token generation (litgpt_runtime.serve.readiness):
+# a pod with corrupt weights or a broken adapter never takes traffic, and a rollout waits for it.
+READY_PATH = "/ready"
+METRICS_PATH = "/metrics"
+ADAPTERS_MOUNT = "/adapters"
+# On SIGTERM the runtime lets the requests in progress finish (for at most --drain_timeout seconds)
+# before it exits; the grace period covers that plus the preStop pause, during which the endpoint
+# is taken out of the Service while the pod still answers.
+PRE_STOP_SECONDS = 5
+DRAIN_SECONDS = 45
+TERMINATION_GRACE_SECONDS = PRE_STOP_SECONDS + DRAIN_SECONDS + 10
 API_KEY_ENV = "LITGPT_API_KEY"  # litgpt_runtime.serve.auth.ENV_VAR
 # Where a finetune's servable checkpoint sits inside its output folder.
 FINETUNE_FINAL_SUBDIR = "final"
@@ -21,14 +31,38 @@ FINETUNE_FINAL_SUBDIR = "final"
 # (so a status write of the model, or a resync, re-applies nothing); a new runtime image after an
 # operator upgrade, or a new spec, changes it.
 APPLIED_ANNOTATION = "litgpt.dev/applied-digest"
+# A digest of the pod template on the pods themselves: which pods run the current spec (a rollout
+# has pods of both; only the current ones' failures are the current spec's).
+TEMPLATE_ANNOTATION = "litgpt.dev/template-digest"
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class AdapterSource:
+    """A LoRA finetune served beside the base: the name clients pick it by, and its output."""
+
+    name: str
+    output: OutputLocation
 
 
 @dataclass(frozen=True)
 class ServeSource:
-    """What the server loads: a model's checkpoint, or a finetune output on top of it."""
+    """What the server loads: a model's checkpoint, or a finetune output on top of it, and the
+    LoRA finetunes served beside the model."""
 
     model: ModelCheckpoint
     finetune_output: Optional[OutputLocation] = None
+    adapters: tuple[AdapterSource, ...] = ()
+
+    def adapter_claims(self) -> list[str]:
+        """The claims holding the adapters, each mounted once (at /adapters/<claim>)."""
+        return sorted({a.output.claim_name for a in self.adapters})
+
+    def adapter_dir(self, adapter: AdapterSource) -> str:
+        return f"{ADAPTERS_MOUNT}/{adapter.output.claim_name}/{adapter.output.path}/{FINETUNE_FINAL_SUBDIR}"
 
     @property
     def target(self) -> str:
@@ -51,6 +85,9 @@ def serve_command(spec: ModelServerSpec, source: ServeSource) -> list[str]:
         command += ["--precision", spec.precision]
     if spec.max_new_tokens:
         command += ["--max_new_tokens", str(spec.max_new_tokens)]
+    if source.adapters:
+        command += ["--adapters", ",".join(f"{a.name}={source.adapter_dir(a)}" for a in source.adapters)]
+    command += ["--drain_timeout", str(DRAIN_SECONDS)]
     return command
 
 
@@ -68,6 +105,9 @@ def _pod_template(parent: c.Parent, spec: ModelServerSpec, source: ServeSource, 
     if source.finetune_output:
         volumes.append(c.claim_volume("output", source.finetune_output.claim_name, read_only=True))
         mounts.append(c.mount("output", c.OUTPUT_MOUNT, read_only=True))
+    for number, claim in enumerate(source.adapter_claims()):
+        volumes.append(c.claim_volume(f"adapters-{number}", claim, read_only=True))
+        mounts.append(c.mount(f"adapters-{number}", f"{ADAPTERS_MOUNT}/{claim}", read_only=True))
     parts = c.PodParts(
         command=serve_command(spec, source),
         # A finetune output is a different checkpoint: only the model's own weights carry its digest.
@@ -78,12 +118,21 @@ def _pod_template(parent: c.Parent, spec: ModelServerSpec, source: ServeSource, 
         restart_policy="Always",
         ports=[{"name": "http", "containerPort": spec.port}],
         readiness_probe={
-            "httpGet": {"path": HEALTH_PATH, "port": "http"},
+            "httpGet": {"path": READY_PATH, "port": "http"},
             "periodSeconds": 5,
             "failureThreshold": 3,
+            # a busy CPU server may take a while for its 1-token answer (the runtime gives up at 20 s)
+            "timeoutSeconds": 25,
         },
     )
     template = c.pod_template(parent, COMPONENT, parts, spec, settings)
+    container = template["spec"]["containers"][0]
+    container["lifecycle"] = {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}}
+    template["spec"]["terminationGracePeriodSeconds"] = TERMINATION_GRACE_SECONDS
+    # Prometheus' usual pod discovery (the chart's optional PodMonitor selects the same pods)
+    scrape = {"prometheus.io/scrape": "true", "prometheus.io/port": str(spec.port), "prometheus.io/path": METRICS_PATH}
+    template["metadata"]["annotations"] = {**scrape, **template["metadata"].get("annotations", {})}
+    template["metadata"]["annotations"][TEMPLATE_ANNOTATION] = _digest(template)
     return template
 
 
@@ -91,6 +140,9 @@ def build_deployment(parent: c.Parent, spec: ModelServerSpec, source: ServeSourc
     deployment_spec: dict[str, Any] = {
         "selector": {"matchLabels": c.selector_labels(parent, COMPONENT)},
         "template": _pod_template(parent, spec, source, settings),
+        # A new pod must answer (/ready) before an old one stops: a spec change (an adapter added
+        # or removed) never leaves the Service with fewer answering pods.
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
     }
     # Under an autoscaler the replica count is the HPA's: leaving it out of our applied
     # configuration keeps each apply from resetting it.
@@ -152,7 +204,7 @@ def build_server_children(parent: c.Parent, spec: ModelServerSpec, source: Serve
     hpa = build_hpa(parent, spec)
     if hpa:
         children.append(hpa)
-    digest = hashlib.sha256(json.dumps(children, sort_keys=True).encode()).hexdigest()[:16]
+    digest = _digest(children)
     for child in children:
         child["metadata"]["annotations"][APPLIED_ANNOTATION] = digest
     return children
@@ -160,3 +212,9 @@ def build_server_children(parent: c.Parent, spec: ModelServerSpec, source: Serve
 
 def applied_digest(obj: Optional[dict]) -> Optional[str]:
     return ((obj or {}).get("metadata", {}).get("annotations") or {}).get(APPLIED_ANNOTATION)
+
+
+def current_pods(deployment: dict, pods: list[dict]) -> list[dict]:
+    """The pods made from the Deployment's present template."""
+    wanted = (deployment["spec"]["template"]["metadata"].get("annotations") or {}).get(TEMPLATE_ANNOTATION)
+    return [p for p in pods if (p["metadata"].get("annotations") or {}).get(TEMPLATE_ANNOTATION) == wanted]

@@ -23,11 +23,11 @@ from litgpt_operator.settings import current
 MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
 _BY_LABEL = {k.kind.lower(): k for k in KINDS}
 
-# kind -> {spec field holding a reference: the kind it refers to}
+# kind -> {spec field holding a reference: the kind it refers to}; `list[].field`: in each item
 REFERENCES: dict[str, dict[str, str]] = {
     "FinetuneJob": {"modelRef": "LitGPTModel"},
     "PretrainJob": {"initialCheckpoint": "LitGPTModel", "tokenizerRef": "LitGPTModel"},
-    "ModelServer": {"modelRef": "LitGPTModel", "finetuneRef": "FinetuneJob"},
+    "ModelServer": {"modelRef": "LitGPTModel", "finetuneRef": "FinetuneJob", "adapters[].finetuneRef": "FinetuneJob"},
 }
 # The phases of a referenced object that its dependents act on.
 SETTLED = {"LitGPTModel": {"Ready", "Failed"}, "FinetuneJob": {"Succeeded", "Failed"}}
@@ -47,11 +47,20 @@ def _index_name(kind: KindInfo) -> str:
     return f"{kind.singular}_references"
 
 
+def referenced_names(spec: Any, field: str) -> list[str]:
+    """Names that `field` of `spec` refers to (`adapters[].finetuneRef`: one per list item)."""
+    if "[]." in field:
+        list_field, _, rest = field.partition("[].")
+        return [n for item in spec.get(list_field) or [] if isinstance(item, dict) for n in referenced_names(item, rest)]
+    ref = spec.get(field)
+    return [ref["name"]] if isinstance(ref, dict) and ref.get("name") else []
+
+
 def _references(fields: dict[str, str]):
     def index(namespace: str, name: str, spec: Any, **_) -> dict[tuple[str, str, str], str]:
         """{(referenced kind, namespace, referenced name): this object's name}"""
-        return {(target, namespace, ref["name"]): name
-                for field, target in fields.items() if (ref := spec.get(field)) and ref.get("name")}
+        return {(target, namespace, ref): name
+                for field, target in fields.items() for ref in referenced_names(spec, field)}
 
     return index
 
