@@ -88,8 +88,9 @@ def container_env(docs: list[dict]) -> dict[str, str]:
 
 @pytest.mark.parametrize("values", [{}, NAMESPACED, {"replicaCount": 1, "peering": {"enabled": False}},
                                     {"metrics": {"serviceMonitor": {"enabled": True}}},
-                                    {"grafanaDashboard": {"enabled": True}}],
-                         ids=["default", "namespaced", "single", "servicemonitor", "dashboard"])
+                                    {"grafanaDashboard": {"enabled": True}},
+                                    {"metrics": {"modelServerPodMonitor": {"enabled": True}}}],
+                         ids=["default", "namespaced", "single", "servicemonitor", "dashboard", "podmonitor"])
 def test_helm_lint_is_clean(helm_bin, tmp_path, values):
     result = run(helm_bin, "lint", "--strict", str(CHART), "-f", values_file(tmp_path, values))
     assert result.returncode == 0, result.stdout + result.stderr
@@ -202,6 +203,32 @@ def test_grafana_dashboard_renders_only_when_enabled_as_valid_json_of_our_metric
         metrics.reset()
     assert queried - {"litgpt_operator_reconcile_errors_total"} <= exported, queried - exported
     assert "litgpt_operator_reconcile_errors" in metrics.exposition().decode()  # the counter behind _total
+
+
+def test_model_server_pod_monitor_is_optional_and_selects_the_server_pods(helm_bin, tmp_path):
+    """Off by default; on, it selects the pods the operator builds for a ModelServer, on the port
+    and path they serve their metrics at, in the watched namespaces."""
+    from litgpt_operator.api import MODEL_SERVER
+    from litgpt_operator.builders.common import Parent
+    from litgpt_operator.builders.server import METRICS_PATH, ServeSource, build_deployment
+    from litgpt_operator.builders.sources import ModelCheckpoint
+
+    assert not by_kind(render(helm_bin, tmp_path), "PodMonitor")
+    values = {"metrics": {"modelServerPodMonitor": {"enabled": True, "labels": {"release": "prom"}}}}
+    (monitor,) = by_kind(render(helm_bin, tmp_path, values), "PodMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert monitor["spec"]["namespaceSelector"] == {"any": True}
+    spec = MODEL_SERVER.parse_spec({"spec": {"modelRef": {"name": "m"}}})
+    parent = Parent("litgpt.dev/v1alpha1", "ModelServer", "chat", "team-a", "uid-1", 1)
+    pod = build_deployment(parent, spec, ServeSource(ModelCheckpoint("m", "org/m", "cache")),
+                           Settings.from_env({}))["spec"]["template"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["path"] == METRICS_PATH == pod["metadata"]["annotations"]["prometheus.io/path"]
+    assert endpoint["port"] in {p["name"] for p in pod["spec"]["containers"][0]["ports"]}
+    namespaced = render(helm_bin, tmp_path, {**NAMESPACED, **values})
+    (monitor,) = by_kind(namespaced, "PodMonitor")
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": NAMESPACED["watch"]["namespaces"]}
 
 
 @pytest.mark.parametrize(
