@@ -1,7 +1,7 @@
 """The operator driving the real runtime: on the node agent's exec node the pods' `litgpt`
 commands really run (as local processes), against a local Hub serving a tiny random model.
 LitGPTModel downloads and converts it into the claim, a FinetuneJob trains LoRA on CPU, and a
-ModelServer serves the result until its /health readiness probe passes."""
+ModelServer serves the result until its /ready readiness probe (a real 1-token answer) passes."""
 
 from __future__ import annotations
 

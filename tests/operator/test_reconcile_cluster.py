@@ -129,7 +129,7 @@ def test_model_server_becomes_ready_and_rolls_on_spec_change(k8s, operator):
     deployment = k8s.get("Deployment", "chat")
     assert command(deployment) == built_command(k8s, "ModelServer", "chat")
     probe = deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
-    assert probe["httpGet"]["path"] == "/health"
+    assert probe["httpGet"]["path"] == "/ready"
     assert k8s.get("Service", "chat")["spec"]["ports"][0]["port"] == 8080
 
     k8s.apply({"apiVersion": API, "kind": "ModelServer", "metadata": {"name": "chat"},
