@@ -298,11 +298,13 @@ def test_server_with_adapters_mounts_each_output_and_names_it():
     assert command[2] == "EleutherAI/pythia-14m"  # one copy of the base weights
     assert command[command.index("--adapters") + 1] == (
         "support=/adapters/model-cache/finetunes/ft-support/final,legal=/adapters/results/finetunes/ft-legal/final")
-    assert mounts(deployment)["adapters-0"] == ("/adapters/model-cache", True)
-    assert mounts(deployment)["adapters-1"] == ("/adapters/results", True)
     claims = {v["name"]: v["persistentVolumeClaim"]["claimName"]
               for v in deployment["spec"]["template"]["spec"]["volumes"] if "persistentVolumeClaim" in v}
-    assert claims["adapters-0"] == "model-cache" and claims["adapters-1"] == "results"
+    by_path = {m["mountPath"]: (claims[m["name"]], m["readOnly"]) for m in container(deployment)["volumeMounts"]
+               if m["name"] in claims}
+    # the model's own claim is one pod volume, mounted at /models and at /adapters/<claim>
+    assert by_path == {"/models": ("model-cache", True), "/adapters/model-cache": ("model-cache", True),
+                       "/adapters/results": ("results", True)}
     # another adapter set is another pod template (a rollout); the same one is not
     fewer = ServeSource(CHECKPOINT, adapters=source.adapters[:1])
     digest = lambda s: server.build_deployment(parent("ModelServer", "chat"), spec, s, SETTINGS)[  # noqa: E731
