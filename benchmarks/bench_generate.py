@@ -80,12 +80,29 @@ def run(cmd: list, **kwargs) -> subprocess.CompletedProcess:
 def real_litgpt_venv(version: str) -> Path:
     env_dir = WORK / f"venv-litgpt-{version}"
     python = env_dir / "bin" / "python"
+    site = WORK / f"litgpt-{version}-site"
+    if site.is_dir() and not (env_dir / "bin" / "litgpt").is_file():
+        _site_shim(env_dir, site)
     if not (env_dir / "bin" / "litgpt").is_file():
         print(f"creating {env_dir} with litgpt=={version} (one-time; downloads torch)", flush=True)
         venv.create(env_dir, with_pip=True, clear=True)
         # requests: litgpt's CLI needs it but lists it only among its extras
         run([python, "-m", "pip", "install", "-q", f"litgpt=={version}", "requests"])
     return env_dir
+
+
+def _site_shim(env_dir: Path, site: Path) -> None:
+    """The real litgpt without a venv of its own (a whole torch): its package alone, installed with
+    `pip install --no-deps --target benchmarks/.work/litgpt-<version>-site litgpt==<version> psutil`,
+    run by this interpreter (our torch, lightning, litserve). Its pins may differ from ours (say so
+    with the figures)."""
+    bin_dir = env_dir / "bin"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    for name, tail in (("python", '"$@"'), ("litgpt", '-m litgpt "$@"')):
+        script = bin_dir / name
+        script.write_text(f'#!/bin/sh\nPYTHONPATH={site} exec {sys.executable} {tail}\n')
+        script.chmod(0o755)
+    print(f"using litgpt from {site} with {sys.executable} (no venv of its own)", flush=True)
 
 
 # --- 2. a random-weight HF folder ----------------------------------------------------------------
