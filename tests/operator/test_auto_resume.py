@@ -22,8 +22,27 @@ def test_single_pod_job_resumes_after_disruption_and_fails_fast_on_user_errors()
     assert command.count("--resume") == 1
     rules = job["spec"]["podFailurePolicy"]["rules"]
     assert rules[0] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
-    assert rules[1]["action"] == "FailJob" and rules[1]["onExitCodes"]["values"] == [1, 2]
+    assert rules[1]["action"] == "FailJob" and rules[1]["onExitCodes"]["values"] == [1, 2, 3, 4, 7]
     assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+
+
+@pytest.mark.parametrize(("code", "reason"), [(3, "AccessDenied"), (4, "NotFound"), (7, "DataInvalid")])
+def test_a_training_pod_exit_code_of_the_runtime_fails_the_job_with_its_reason(code, reason):
+    """What another pod would meet the same way ends the Job at once (FailJob), and the failed
+    FinetuneJob names it by the runtime's exit code; a stall (5) stays retryable."""
+    from litgpt_operator import observe
+    from litgpt_operator.handlers.jobs import job_outcome
+
+    fail_fast = training_job()["spec"]["podFailurePolicy"]["rules"][1]["onExitCodes"]["values"]
+    assert code in fail_fast and 5 not in fail_fast and 6 not in fail_fast
+    job = {"metadata": {"name": "ft-finetune"}, "spec": {}, "status": {"conditions": [
+        {"type": "Failed", "status": "True", "reason": "PodFailurePolicy", "message": "Container litgpt ..."}]}}
+    pod = {"metadata": {"name": "ft-finetune-x", "creationTimestamp": "2026-01-01T00:00:00Z"},
+           "status": {"phase": "Failed", "containerStatuses": [{"name": "litgpt", "state": {"terminated": {
+               "exitCode": code, "reason": "Error", "message": f"{reason}: what went wrong"}}}]}}
+    phase, conditions = job_outcome(observe.job_state(job, [pod]))
+    failed = next(c for c in conditions if c.type == "Failed")
+    assert phase == "Failed" and failed.reason == reason and "what went wrong" in failed.message
 
 
 def test_multi_node_job_does_not_fail_on_a_peer_exit():

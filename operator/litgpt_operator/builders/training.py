@@ -10,7 +10,7 @@ Auto-resume, decided here with the rest of the command line:
   - a `podFailurePolicy` that does not count disruptions (the `DisruptionTarget` pod condition the
     control plane sets on eviction, preemption and on pods of a lost node) against `backoffLimit`,
     so the Job controller simply creates a new pod; and on one pod, fails the Job at once when the
-    runtime exits 1 or 2 (a user error or a crash: running it again cannot help).
+    runtime exits with a code another pod would meet the same way (`DETERMINISTIC_EXIT_CODES`).
 Ignored disruptions have no bound in the Job controller: the operator counts them (the parent's
 `status.attempts`) and stops a Job past its resume budget with `stop_patch`.
 """
@@ -19,14 +19,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from litgpt_runtime.errors import AccessDenied, InvalidData, NotFound  # torch-free: the exit-code contract
+
 from litgpt_operator.builders import common as c
 from litgpt_operator.builders.sources import OutputLocation
 from litgpt_operator.settings import Settings
 
 COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 RESUME_FLAGS = ["--resume", "auto"]
-# `litgpt` exits 1 on a UserError (and Python on an uncaught exception), 2 on a usage error.
-DETERMINISTIC_EXIT_CODES = [1, 2]
+# `litgpt` exits 1 on a UserError (and Python on an uncaught exception), 2 on a usage error, and
+# with its own codes when the Hub refuses the model (3, 4: a missing base downloaded on first use)
+# or the data is invalid (7). A new pod would fail the same way; the operator names each failure
+# by its code (observe: EXIT_REASONS). 5 (stalled) and 6 (checksum) stay retryable.
+DETERMINISTIC_EXIT_CODES = [1, 2, AccessDenied.exit_code, NotFound.exit_code, InvalidData.exit_code]
 # On a Job the operator stopped: why (the parent's failure message starts with it).
 STOPPED_ANNOTATION = "litgpt.dev/stopped"
 
