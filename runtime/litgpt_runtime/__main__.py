@@ -25,6 +25,7 @@ ACTIONS: dict[str, tuple[str, str]] = {
     "convert_from_litgpt": ("litgpt_runtime.convert.from_litgpt:main", "Make a LitGPT checkpoint folder (lit_model.pth, or a LitGPT finetune output) usable here"),
     "convert_to_litgpt": ("litgpt_runtime.convert.to_litgpt:main", "Write a checkpoint as a folder LitGPT loads (lit_model.pth + its model_config.yaml)"),
     "fit_check": ("litgpt_runtime.fit:main", "Estimate a finetuning run's GPU memory and say whether it fits"),
+    "verify": ("litgpt_runtime.verify:main", "Re-hash a checkpoint's weights and check them against a digest"),
     "validate_data": ("litgpt_runtime.validate_data:main", "Check finetuning data against a model's tokenizer and context (no GPU)"),
 }
 

@@ -240,6 +240,11 @@ def _main(fabric: Any, method: Method, base_dir: Path, out_dir: Path, data: Fine
         template = tokenizer.chat_template if tokenizer.chat_template != original_template else None
         method.write_output(OutputContext(final_dir, base_dir, base_config, variant_config, state_dict, hparams,
                                           template, base_dtype))
+        from litgpt_runtime import lineage
+
+        # What the complete checkpoint was made from (the operator reads it into status.output).
+        lineage.write(final_dir, lineage.build(final_dir, base_dir, method.name, getattr(data, "json_path", None),
+                                               hparams))
         fabric.print(f"Saved the finetuned model to {final_dir}")
     fabric.barrier()
 
