@@ -101,15 +101,36 @@ def first_problem(pods: list[dict]) -> Optional[PodProblem]:
 _DIGEST = re.compile(r"weights digest: (sha256:[0-9a-f]{64})")
 
 
-def reported_digest(pods: list[dict]) -> Optional[str]:
-    """The checkpoint digest a successful download left in its termination message
-    (`litgpt download` writes `weights digest: sha256:<hex>` to the termination log)."""
+def success_messages(pods: list[dict]) -> list[str]:
+    """Termination messages of containers that exited 0, newest pod first (what the runtime
+    reports on success: a download's digest, a finetune's lineage)."""
+    out = []
     for pod in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "", reverse=True):
         for cs in (pod.get("status") or {}).get("containerStatuses") or []:
             term = (cs.get("state") or {}).get("terminated") or {}
-            found = _DIGEST.search(term.get("message") or "") if term.get("exitCode") == 0 else None
-            if found:
-                return found.group(1)
+            if term.get("exitCode") == 0 and term.get("message"):
+                out.append(term["message"])
+    return out
+
+
+def reported_digest(pods: list[dict]) -> Optional[str]:
+    """The checkpoint digest a successful download (or `litgpt verify`) left in its termination
+    message (`weights digest: sha256:<hex>`)."""
+    for message in success_messages(pods):
+        found = _DIGEST.search(message)
+        if found:
+            return found.group(1)
+    return None
+
+
+def reported_lineage(pods: list[dict]) -> Optional[dict]:
+    """The lineage record a successful finetune left in its termination message."""
+    from litgpt_runtime.lineage import parse_termination  # stdlib only
+
+    for message in success_messages(pods):
+        record = parse_termination(message)
+        if record is not None:
+            return record
     return None
 
 

@@ -16,11 +16,13 @@ after an eviction or retried after a failure.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 from litgpt_runtime.progress_record import ProgressRecord
 
+from litgpt_operator.builders.sources import OutputLocation
 from litgpt_operator.builders.training import COMPLETION_INDEX_ANNOTATION
+from litgpt_operator.status import Cond
 
 
 def eta_text(seconds: float) -> str:
@@ -81,3 +83,29 @@ def track_attempts(previous_status: dict, pods: list[dict]) -> dict[str, Any]:
     if name != previous_status.get("currentPod"):
         count += 1
     return {"attempts": max(count, attempts(pods)), "currentPod": name}
+
+
+def last_checkpoint(record: Optional[ProgressRecord], output: Optional[OutputLocation]) -> Optional[dict[str, Any]]:
+    """status.lastCheckpoint from the runtime's newest progress record: its folder as a path
+    inside the output claim (as status.outputPath), not the pod's mount."""
+    if record is None or record.last_checkpoint is None:
+        return None
+    ckpt = record.last_checkpoint
+    path = ckpt.path
+    # The pod sees <mount>/<outputPath>/step-...; the mount is the pod's business (a node may map it).
+    at = path.find(f"/{output.path}/") if output is not None else -1
+    if at >= 0:
+        path = path[at + 1:]
+    return {"step": ckpt.step, "path": path, "time": ckpt.time}
+
+
+def resumed_condition(resumed_step: Optional[int], attempts: Optional[int],
+                      checkpoint: Optional[dict[str, Any]]) -> Optional[Cond]:
+    """`Resumed` once a pod of the run continued from a checkpoint (`--resume auto`)."""
+    if resumed_step is None:
+        return None
+    attempt = f"Attempt {attempts}" if attempts else "The run"
+    return Cond.of("Resumed", True, "ResumedFromCheckpoint",
+                   f"{attempt} continued from the checkpoint at step {resumed_step} (--resume auto)"
+                   + (f"; the newest checkpoint is now step {checkpoint['step']} ({checkpoint['path']})."
+                      if checkpoint else "."))

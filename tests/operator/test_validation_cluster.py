@@ -52,6 +52,14 @@ def rejected(k8s, obj: dict) -> str:
     (with_spec(SERVER, finetuneRef={"name": "f"}), "set exactly one of modelRef or finetuneRef"),
     ({**SERVER, "spec": {"replicas": 1}}, "set exactly one of modelRef or finetuneRef"),
     (with_spec(MODEL, repoId="not-a-repo-id"), "spec.repoId: Invalid value"),
+    (with_spec(SERVER, quantize="bnb.nf4", adapters=[{"name": "a", "finetuneRef": {"name": "f"}}]),
+     "quantize does not combine with adapters"),
+    (with_spec(MODEL, source={"finetuneRef": {"name": "f"}}), "set exactly one of repoId or source"),
+    ({**MODEL, "spec": {"source": {"finetuneRef": {"name": "f"}}, "checkpointRootPVC": {"claimName": "c"}}},
+     "checkpointRootPVC goes with repoId"),
+    ({**MODEL, "spec": {"source": {"finetuneRef": {"name": "f"}}, "revision": "v2"}},
+     "revision and tokenSecretRef apply only to a model downloaded from repoId"),
+    ({**MODEL, "spec": {"checkpointRootPVC": {"claimName": "c"}}}, "set exactly one of repoId or source"),
     (with_spec(FINETUNE, data={"file": {"claimName": "d", "path": "../../etc/passwd"}}), "spec.data.file.path"),
     # Inputs that reach the pod's argv or paths (issue 19's review).
     (with_spec(PRETRAIN, modelName="--config=/etc/passwd"), "spec.modelName: Invalid value"),
@@ -73,6 +81,7 @@ def rejected(k8s, obj: dict) -> str:
      "adapters need modelRef"),
 ], ids=["unknown-method", "negative-batch", "batch-multiple", "two-data-sources", "lora-on-full",
         "no-initial-checkpoint", "scratch-without-tokenizer", "name-and-config", "both-refs", "neither-ref", "bad-repo-id",
+        "quantize-with-adapters", "repo-and-source", "source-with-claim", "source-with-revision", "neither-repo-nor-source",
         "path-escape", "model-name-option", "configmap-key-dotdot", "configmap-key-slash", "output-in-cache",
         "output-in-cache-dot", "quantize-on-full", "quantize-mixed", "quantize-unknown", "adapter-names-twice",
         "adapter-name-syntax", "too-many-adapters", "adapters-without-model"])

@@ -284,7 +284,9 @@ class ProcessRuntime:
         pod = run.pod
         namespace = pod["metadata"]["namespace"]
         api = urlparse(self.api_server)
-        env = {key: os.environ[key] for key in ("HOME", "LANG", "TMPDIR") if key in os.environ}
+        # PYTHONPATH too: a container runs the code the agent runs (a worktree's, under test), as
+        # PATH gives it the agent's Python environment.
+        env = {key: os.environ[key] for key in ("HOME", "LANG", "TMPDIR", "PYTHONPATH") if key in os.environ}
         env.update(
             PATH=default_path(),
             HOSTNAME=pod["metadata"]["name"],

@@ -199,6 +199,14 @@ class TrainingProgress(ApiModel):
         None, description="When the runtime made the record (RFC 3339).", json_schema_extra={"format": "date-time"})
 
 
+class CheckpointRecord(ApiModel):
+    """A resumable checkpoint the run saved (from the runtime's progress record)."""
+
+    step: int = Field(description="Optimizer step the checkpoint holds.", ge=0)
+    path: str = Field(description="Its folder inside the output claim (`<outputPath>/step-XXXXXX`).")
+    time: str = Field(description="When it was saved (RFC 3339).", json_schema_extra={"format": "date-time"})
+
+
 class JobStatus(StatusBase):
     """Status of a kind that runs to completion in a Kubernetes Job."""
 
@@ -216,6 +224,8 @@ class JobStatus(StatusBase):
     resumed_step: Optional[int] = Field(None, description="Optimizer step the current attempt resumed from (auto-resume).", ge=0)
     progress: Optional[TrainingProgress] = Field(
         None, description="Latest training figures, from the runtime's progress record (within seconds while it runs).")
+    last_checkpoint: Optional[CheckpointRecord] = Field(
+        None, description="The newest resumable checkpoint of the run: where a new pod continues (`--resume auto`).")
 
 
 def gpus_field(description: str, default: int = 1) -> Any:

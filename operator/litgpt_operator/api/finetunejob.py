@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 from pydantic import Field
 
@@ -127,6 +127,29 @@ class DataValidation(ApiModel):
     prompt_style: Optional[str] = Field(None, description="How records become text: chat or alpaca.")
 
 
+class FinetuneOutput(ApiModel):
+    """The finetuned checkpoint and what it was made from (the runtime's lineage record,
+    `litgpt_runtime.lineage`; every digest is `sha256:<hex>` over the sorted `name:sha256` lines of
+    the files it covers)."""
+
+    model_config = {"extra": "ignore"}
+
+    path: str = Field(description="Folder of the finetuned checkpoint inside the output claim (`<outputPath>/final`).")
+    claim_name: Optional[str] = Field(None, description="Claim holding it.")
+    method: Optional[str] = Field(None, description="Finetuning method that made it.")
+    base_repo_id: Optional[str] = Field(
+        None, description="Hugging Face repo its weights come from (through any earlier finetunes).")
+    base_revision: Optional[str] = Field(None, description="Commit (or revision) of that repo, when known.")
+    base_digest: Optional[str] = Field(None, description="Digest of the checkpoint it was finetuned from.")
+    dataset_digest: Optional[str] = Field(None, description="Digest of the training data file(s).")
+    weights_digest: Optional[str] = Field(
+        None, description="Digest of the finetuned weights: a LitGPTModel with source.finetuneRef checks them "
+        "against it before it is Ready.")
+    hyperparameters: Optional[dict[str, Any]] = Field(
+        None, description="The options of the run (as in the checkpoint's hyperparameters.yaml).",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+
+
 class FinetuneJobStatus(JobStatus):
     """Phase: Pending, Waiting (for the model), Validating (the data check runs), Running, Succeeded or Failed."""
 
@@ -134,6 +157,8 @@ class FinetuneJobStatus(JobStatus):
 
     output_claim_name: Optional[str] = Field(None, description="Claim holding the finetuned checkpoint.")
     output_path: Optional[str] = Field(None, description="Folder of the finetuned checkpoint inside the claim.")
+    output: Optional[FinetuneOutput] = Field(
+        None, description="Once Succeeded: the finetuned checkpoint and its lineage (base, data, method, digests).")
 
 
 KIND = KindInfo(

@@ -9,6 +9,7 @@ from pydantic import Field
 from litgpt_operator.api.common import (
     REPO_ID_PATTERN,
     ApiModel,
+    LocalObjectReference,
     PodPlacement,
     Quantity,
     SecretKeyRef,
@@ -53,21 +54,50 @@ class CheckpointRootPVC(ApiModel):
     )
 
 
-class LitGPTModelSpec(PodPlacement):
-    """Which model to download and where to keep it."""
+class ModelSource(ApiModel):
+    """Where a model comes from other than the Hub."""
 
-    repo_id: str = Field(
+    finetune_ref: LocalObjectReference = Field(
+        description="A FinetuneJob whose output is the model: once it Succeeded, the operator checks the "
+        "weights against its status.output.weightsDigest, then the model is Ready (to serve, or to finetune "
+        "again)."
+    )
+
+
+class LitGPTModelSpec(PodPlacement):
+    """Which model to download and where to keep it, or which finetune's output it is."""
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel("has(self.repoId) != has(self.source)", "set exactly one of repoId or source."),
+                cel("has(self.repoId) == has(self.checkpointRootPVC)",
+                    "checkpointRootPVC goes with repoId (where the download goes); a model from source.finetuneRef "
+                    "lives in the finetune's output claim.", ".checkpointRootPVC"),
+                cel("has(self.repoId) || (!has(self.revision) && !has(self.tokenSecretRef))",
+                    "revision and tokenSecretRef apply only to a model downloaded from repoId.", ".revision"),
+            ]
+        }
+    }
+
+    repo_id: Optional[str] = Field(
+        None,
         description="Hugging Face repository id, `<org>/<name>` (e.g. EleutherAI/pythia-160m).",
         min_length=3,
         max_length=200,
         pattern=REPO_ID_PATTERN,
     )
+    source: Optional[ModelSource] = Field(
+        None, description="Instead of repoId: the model is a FinetuneJob's output (finetuneRef)."
+    )
     revision: Optional[str] = Field(
         None, description="Branch, tag or commit of the repository (the default branch when omitted).", max_length=200
     )
-    checkpoint_root_pvc: CheckpointRootPVC = Field(
+    checkpoint_root_pvc: Optional[CheckpointRootPVC] = Field(
+        None,
         alias="checkpointRootPVC",
-        description="Claim holding the checkpoints; the model is stored in `checkpoints/<repoId>` inside it."
+        description="Claim holding the checkpoints; the model is stored in `checkpoints/<repoId>` inside it "
+        "(with repoId).",
     )
     token_secret_ref: Optional[SecretKeyRef] = Field(
         None,
@@ -78,7 +108,8 @@ class LitGPTModelSpec(PodPlacement):
 
 
 class LitGPTModelStatus(StatusBase):
-    """Phase: Pending, Downloading, Ready or Failed."""
+    """Phase: Pending, Downloading, Ready or Failed; from source.finetuneRef: Waiting (for the
+    finetune), Verifying (its weights), Ready or Failed."""
 
     job_name: Optional[str] = Field(None, description="Name of the download Job.")
     claim_name: Optional[str] = Field(None, description="Claim holding the checkpoint.")
@@ -87,8 +118,12 @@ class LitGPTModelStatus(StatusBase):
     )
     digest: Optional[str] = Field(
         None,
-        description="`sha256:<hex>` over the weight files' sha256 (as recorded by the download). Pods that "
-        "load the model get it as LITGPT_EXPECTED_DIGEST and refuse weights that differ from it.",
+        description="`sha256:<hex>` over the weight files' sha256 (as recorded by the download, or checked "
+        "against the finetune's weightsDigest). Pods that load the model get it as LITGPT_EXPECTED_DIGEST and "
+        "refuse weights that differ from it.",
+    )
+    base_repo_id: Optional[str] = Field(
+        None, description="The Hub repo the weights come from: repoId, or the finetune's baseRepoId."
     )
 
 
@@ -102,6 +137,7 @@ KIND = KindInfo(
     "pretraining and serving. Ready when the checkpoint is complete.",
     printer_columns=(
         PrinterColumn("Repo", ".spec.repoId", description="Hugging Face repository id"),
+        PrinterColumn("Finetune", ".spec.source.finetuneRef.name", description="FinetuneJob whose output it is"),
         PrinterColumn("Claim", ".spec.checkpointRootPVC.claimName", description="Model cache claim", priority=1),
         PHASE,
         AGE,

@@ -136,6 +136,13 @@ def env_var(name: str, value: str) -> dict[str, Any]:
     return {"name": name, "value": value}
 
 
+def termination_log_env() -> dict[str, Any]:
+    """Where the runtime leaves what it reports (a download's digest, a finetune's lineage, a failure's
+    reason): the container's terminationMessagePath, named explicitly so that nodes without
+    /dev/termination-log can map it (litgpt_runtime.termination)."""
+    return env_var("LITGPT_TERMINATION_LOG", TERMINATION_MESSAGE_PATH)
+
+
 def base_env() -> list[dict[str, Any]]:
     # The root filesystem is read-only: every cache a library might write goes under /tmp.
     return [

@@ -87,7 +87,7 @@ def build_finetune_children(
     output = output_of(parent, spec, model)
     parts = c.PodParts(
         command=finetune_command(parent, spec, model, json_path),
-        env=model.verify_env(),
+        env=model.verify_env() + [c.termination_log_env()],  # the output's lineage, for status.output
         volumes=[
             c.claim_volume("models", model.claim_name, read_only=True),
             c.claim_volume("output", output.claim_name, read_only=False),

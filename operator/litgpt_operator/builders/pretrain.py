@@ -75,7 +75,7 @@ def _model_dirs(sources: PretrainSources) -> tuple[list, list, Optional[str], Op
         else:  # a tokenizer cached in another claim: mount that one too
             volumes.append(c.claim_volume("tokenizer", tok.claim_name, read_only=True))
             mounts.append(c.mount("tokenizer", c.TOKENIZER_MOUNT, read_only=True))
-            tokenizer_dir = f"{c.TOKENIZER_MOUNT}/checkpoints/{tok.ref}"
+            tokenizer_dir = tok.dir_under(c.TOKENIZER_MOUNT)
     return volumes, mounts, initial_dir, tokenizer_dir
 
 

@@ -121,25 +121,44 @@ def model_dependency(namespace: str, name: str) -> Dependency:
     return Dependency(True, "ModelReady", f"LitGPTModel {name} is Ready.", body)
 
 
+def finetune_dependency(namespace: str, name: str, purpose: str) -> Dependency:
+    """A FinetuneJob whose output something uses (`purpose`: "serve", "use as a model")."""
+    body = kube.get("FinetuneJob", namespace, name)
+    if body is None:
+        return Dependency(False, "FinetuneNotFound", f"FinetuneJob {name} does not exist (yet).")
+    phase = (body.get("status") or {}).get("phase")
+    if phase == "Failed":
+        return Dependency(False, "FinetuneFailed", f"FinetuneJob {name} failed, so there is nothing to {purpose}: "
+                                                   "fix and re-create it (its status says why).", body, failed=True)
+    if phase != "Succeeded":
+        return Dependency(False, "FinetuneNotSucceeded", f"Waiting for FinetuneJob {name} to succeed "
+                                                         f"(it is {phase or 'Pending'}).", body)
+    return Dependency(True, "FinetuneSucceeded", f"FinetuneJob {name} succeeded.", body)
+
+
 def output_fields(job: dict) -> dict[str, Optional[str]]:
     """outputClaimName/outputPath of a training kind's status, read from its Job."""
     output = OutputLocation.from_annotations(job["metadata"].get("annotations") or {})
     return {"outputClaimName": output.claim_name if output else None, "outputPath": output.path if output else None}
 
 
-def training_fields(namespace: str, job_name: str, previous_status: dict, running: bool) -> dict[str, Any]:
-    """attempts/currentPod always; progress and resumedStep while the Job runs, from the newest
-    progress record in the lead pod's log tail (`litgpt_runtime.progress_record`)."""
+def training_fields(namespace: str, job_name: str, previous_status: dict, phase: str,
+                    output: Optional[OutputLocation]) -> dict[str, Any]:
+    """attempts/currentPod always; resumedStep, progress and lastCheckpoint from the newest pod's
+    log tail while the Job runs, and once more when it has just finished (its last checkpoint)."""
     fields: dict[str, Any] = progress.track_attempts(previous_status, job_pods(namespace, job_name))
-    fields["resumedStep"] = previous_status.get("resumedStep")
-    fields["progress"] = previous_status.get("progress")
-    if running and fields.get("currentPod"):
+    for key in ("resumedStep", "progress", "lastCheckpoint"):
+        fields[key] = previous_status.get(key)
+    finished = phase in ("Succeeded", "Failed")
+    just_finished = finished and previous_status.get("phase") not in ("Succeeded", "Failed")
+    if (phase == "Running" or just_finished) and fields.get("currentPod"):
         log = kube.pod_log_tail(namespace, fields["currentPod"], PROGRESS_LOG_LINES, CONTAINER, LOG_LIMIT_BYTES)
         record = progress_record.latest(log)
         if record is not None:
             fields["progress"] = progress.status_progress(record)
             if record.resumed_from_step is not None:
                 fields["resumedStep"] = record.resumed_from_step
+        fields["lastCheckpoint"] = progress.last_checkpoint(record, output) or fields["lastCheckpoint"]
     return fields
 
 
@@ -263,9 +282,11 @@ def reconcile_training(body: dict, spec: Any, settings: Settings, job_name: str,
                                previous_condition(body, datacheck.CONDITION)) if c]
         fields["dataValidation"] = previous.get("dataValidation")
     fields.update(output_fields(job), startTime=state.start_time, completionTime=state.completion_time)
-    fields.update(training_fields(parent.namespace, job_name, previous, state.phase == "Running"))
+    output = OutputLocation.from_annotations(job["metadata"].get("annotations") or {})
+    fields.update(training_fields(parent.namespace, job_name, previous, state.phase, output))
     state = within_resume_budget(parent, job, state, fields.get("attempts"), settings)
     phase, outcome = job_outcome(state)
     spec_change = spec_change_condition(parent.kind, parent.generation, job, state)
-    conditions = [*before, *outcome, *([spec_change] if spec_change else [])]
+    resumed = progress.resumed_condition(fields.get("resumedStep"), fields.get("attempts"), fields.get("lastCheckpoint"))
+    conditions = [*before, *outcome, *([resumed] if resumed else []), *([spec_change] if spec_change else [])]
     return Observed(phase, conditions, fields)

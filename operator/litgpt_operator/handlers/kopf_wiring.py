@@ -23,8 +23,10 @@ from litgpt_operator.settings import current
 MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
 _BY_LABEL = {k.kind.lower(): k for k in KINDS}
 
-# kind -> {spec field holding a reference: the kind it refers to}; `list[].field`: in each item
+# kind -> {spec field holding a reference: the kind it refers to}; `list[].field`: in each item,
+# `a.b`: field b of a
 REFERENCES: dict[str, dict[str, str]] = {
+    "LitGPTModel": {"source.finetuneRef": "FinetuneJob"},
     "FinetuneJob": {"modelRef": "LitGPTModel"},
     "PretrainJob": {"initialCheckpoint": "LitGPTModel", "tokenizerRef": "LitGPTModel"},
     "ModelServer": {"modelRef": "LitGPTModel", "finetuneRef": "FinetuneJob", "adapters[].finetuneRef": "FinetuneJob"},
@@ -48,10 +50,15 @@ def _index_name(kind: KindInfo) -> str:
 
 
 def referenced_names(spec: Any, field: str) -> list[str]:
-    """Names that `field` of `spec` refers to (`adapters[].finetuneRef`: one per list item)."""
+    """Names that `field` of `spec` refers to (`adapters[].finetuneRef`: one per list item;
+    `source.finetuneRef`: inside `source`)."""
     if "[]." in field:
         list_field, _, rest = field.partition("[].")
         return [n for item in spec.get(list_field) or [] if isinstance(item, dict) for n in referenced_names(item, rest)]
+    if "." in field:
+        outer, _, rest = field.partition(".")
+        inner = spec.get(outer)
+        return referenced_names(inner, rest) if hasattr(inner, "get") else []
     ref = spec.get(field)
     return [ref["name"]] if isinstance(ref, dict) and ref.get("name") else []
 

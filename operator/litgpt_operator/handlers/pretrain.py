@@ -21,7 +21,7 @@ def reconcile_pretrain(body: dict, settings: Settings) -> Observed:
 
     def plan(models):
         sources = PretrainSources(**models)
-        model = spec.architecture or (sources.initial.repo_id if sources.initial else spec.model_name)
+        model = spec.architecture or (sources.initial.sized_as if sources.initial else spec.model_name)
         return TrainingRun(model, build_pretrain_children(parent, spec, sources, settings))
 
     observed = reconcile_training(body, spec, settings, name, {r: ref.name for r, ref in refs.items() if ref}, plan,

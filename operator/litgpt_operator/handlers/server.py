@@ -24,7 +24,7 @@ from litgpt_operator.builders.server import (
 from litgpt_operator.builders.sources import ModelCheckpoint, OutputLocation
 from litgpt_operator.handlers.children import apply_children, delete_child, get_ours
 from litgpt_operator.handlers.core import reconciler
-from litgpt_operator.handlers.jobs import Dependency, model_dependency
+from litgpt_operator.handlers.jobs import Dependency, finetune_dependency, model_dependency
 from litgpt_operator.settings import Settings
 from litgpt_operator.status import Cond, Observed
 
@@ -35,24 +35,17 @@ def resolve_source(namespace: str, spec) -> tuple[Dependency, Optional[ServeSour
         model = model_dependency(namespace, spec.model_ref.name)
         return model, ServeSource(ModelCheckpoint.from_body(model.body)) if model.ready else None
     name = spec.finetune_ref.name
-    finetune = kube.get("FinetuneJob", namespace, name)
-    if finetune is None:
-        return Dependency(False, "FinetuneNotFound", f"FinetuneJob {name} does not exist (yet)."), None
+    ready = finetune_dependency(namespace, name, "serve")
+    if not ready.ready:
+        return ready, None
+    finetune = ready.body
     status = finetune.get("status") or {}
-    if status.get("phase") == "Failed":
-        return Dependency(False, "FinetuneFailed", f"FinetuneJob {name} failed, so there is nothing to serve: "
-                                                   "fix and re-create it (its status says why).", finetune,
-                          failed=True), None
-    if status.get("phase") != "Succeeded":
-        return Dependency(False, "FinetuneNotSucceeded", f"Waiting for FinetuneJob {name} to succeed "
-                                                         f"(it is {status.get('phase') or 'Pending'})."), None
     model = model_dependency(namespace, FINETUNE_JOB.parse_spec(finetune).model_ref.name)
     if model.body is None:
         return model, None
     if not (status.get("outputClaimName") and status.get("outputPath")):
         return Dependency(False, "FinetuneOutputUnknown", f"FinetuneJob {name} reports no output location yet."), None
     output = OutputLocation(status["outputClaimName"], status["outputPath"])
-    ready = Dependency(True, "FinetuneSucceeded", f"FinetuneJob {name} succeeded.", finetune)
     return ready, ServeSource(ModelCheckpoint.from_body(model.body), output)
 
 
