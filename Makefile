@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 
-.PHONY: venv cluster-bin cluster-up cluster-down test test-quick test-real-node demo crds lint
+.PHONY: venv cluster-bin cluster-up cluster-down test test-quick test-real-node demo crds lint gpu-check
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ test-real-node: venv cluster-bin
 # The quick local loop: no slow tests, no cluster.
 test-quick: venv
 	$(PY) -m pytest -m "not slow and not cluster"
+
+# What only a GPU shows (parity with transformers, a LoRA and a QLoRA step, bf16 generation, a
+# 2-GPU DDP step); each check the hardware lacks is skipped with its reason (benchmarks/gpu_check.py).
+gpu-check: venv
+	$(PY) benchmarks/gpu_check.py
 
 crds: venv
 	$(PY) -m litgpt_operator.generate

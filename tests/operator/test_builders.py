@@ -323,6 +323,21 @@ def test_server_api_key_comes_from_its_secret_only():
     assert server.API_KEY_ENV == ENV_VAR  # the variable the runtime reads
 
 
+def test_server_quantize_reaches_litgpt_serve():
+    spec = MODEL_SERVER.parse_spec({"spec": {"modelRef": {"name": "pythia"}, "quantize": "bnb.nf4"}})
+    deployment = server.build_deployment(parent("ModelServer", "chat"), spec, ServeSource(CHECKPOINT), SETTINGS)
+    command = container(deployment)["command"]
+    assert command[command.index("--quantize") + 1] == "bnb.nf4"
+    plain = MODEL_SERVER.parse_spec({"spec": {"modelRef": {"name": "pythia"}}})
+    assert "--quantize" not in container(server.build_deployment(parent("ModelServer", "chat"), plain,
+                                                                 ServeSource(CHECKPOINT), SETTINGS))["command"]
+    from litgpt_operator.api.crd import openapi_schema
+    from litgpt_runtime.quantize import QUANTIZE_MODES
+
+    fields = openapi_schema(MODEL_SERVER)["properties"]["spec"]["properties"]
+    assert tuple(fields["quantize"]["enum"]) == QUANTIZE_MODES  # the runtime's list, one source
+
+
 def test_server_of_a_finetune_with_autoscaling():
     spec = MODEL_SERVER.parse_spec({"spec": {"finetuneRef": {"name": "ft"}, "autoscaling": {"maxReplicas": 4}}})
     source = ServeSource(CHECKPOINT, OutputLocation("results", "finetunes/ft"))

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from litgpt_runtime.precision import INFERENCE_DTYPES, TRAINING_PRECISIONS
+from litgpt_runtime.quantize import QUANTIZE_MODES  # torch-free: the runtime's --quantize values
 
 GROUP = "litgpt.dev"
 VERSION = "v1alpha1"
@@ -31,6 +32,7 @@ RELATIVE_PATH_PATTERN = rf"^{_SEGMENT}(?:/{_SEGMENT})*$"
 # Precision names as the runtime's `--precision` takes them (one list: litgpt_runtime.precision).
 Precision = Literal[TRAINING_PRECISIONS]  # type: ignore[valid-type]
 InferencePrecision = Literal[tuple(INFERENCE_DTYPES)]  # type: ignore[valid-type]
+QuantizeMode = Literal[QUANTIZE_MODES]  # type: ignore[valid-type]
 
 # A Kubernetes quantity ("500m", "4Gi", 2): int-or-string in the schema.
 Quantity = Union[int, str]

@@ -6,14 +6,20 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field
 
-from litgpt_operator.api.common import ApiModel, JobStatus, LocalObjectReference, cel, immutable_once_started, name_field
+from litgpt_operator.api.common import (
+    ApiModel,
+    JobStatus,
+    LocalObjectReference,
+    QuantizeMode,
+    cel,
+    immutable_once_started,
+    name_field,
+)
 from litgpt_operator.api.kind import AGE, PHASE, PROGRESS_COLUMNS, KindInfo, PrinterColumn
 from litgpt_operator.api.training import PVCFile, TrainingArgs, TrainingSpec
 from litgpt_runtime.methods import LORA, METHODS
-from litgpt_runtime.quantize import QUANTIZE_MODES  # torch-free: the runtime's --quantize values
 
 Method = Literal[METHODS]  # type: ignore[valid-type]
-QuantizeMode = Literal[QUANTIZE_MODES]  # type: ignore[valid-type]
 
 # Small datasets may live in the object itself; a ConfigMap caps at 1 MiB anyway.
 INLINE_DATA_MAX = 512 * 1024

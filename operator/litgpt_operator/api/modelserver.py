@@ -11,6 +11,7 @@ from litgpt_operator.api.common import (
     LocalObjectReference,
     PodPlacement,
     InferencePrecision,
+    QuantizeMode,
     SecretKeyRef,
     StatusBase,
     cel,
@@ -101,6 +102,9 @@ class ModelServerSpec(PodPlacement):
     precision: Optional[InferencePrecision] = Field(
         None, description="Numeric precision of inference (the weights' dtype; the runtime picks when omitted)."
     )
+    quantize: Optional[QuantizeMode] = Field(
+        None, description="Load the base weights quantized with bitsandbytes (`litgpt serve --quantize`): less GPU "
+        "memory, a little less accuracy.")
     max_new_tokens: Optional[int] = Field(None, description="Default cap on generated tokens per request.", ge=1)
     api_key_secret_ref: Optional[ApiKeySecretRef] = Field(
         None,

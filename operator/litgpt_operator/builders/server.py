@@ -83,6 +83,8 @@ def serve_command(spec: ModelServerSpec, source: ServeSource) -> list[str]:
     command += ["--accelerator", "cuda" if spec.gpus else "cpu", "--devices", str(max(spec.gpus, 1))]
     if spec.precision:
         command += ["--precision", spec.precision]
+    if spec.quantize:
+        command += ["--quantize", spec.quantize]
     if spec.max_new_tokens:
         command += ["--max_new_tokens", str(spec.max_new_tokens)]
     if source.adapters:

@@ -81,6 +81,7 @@ class GenerationAPI(ls.LitAPI):
         max_seq_length: int,
         precision: Optional[str] = None,
         adapters: tuple[tuple[str, str], ...] = (),
+        quantize: Optional[str] = None,
     ) -> None:
         super().__init__(
             max_batch_size=max_batch_size, stream=True, api_path=GENERATE_PATH, loop=IdleFriendlyLoop()
@@ -89,6 +90,7 @@ class GenerationAPI(ls.LitAPI):
         self.max_seq_length = max_seq_length
         self.precision = precision
         self.adapters = tuple((name, str(path)) for name, path in adapters)  # index i + 1 in requests
+        self.quantize = quantize  # bitsandbytes mode of the base weights (litgpt_runtime.quantize)
         # {uid: time cancelled}, shared by all workers when there are several (set by
         # bridge.LitGPTServer): a cancel message on the request queue reaches only one of them
         self.cancelled = None
@@ -101,7 +103,14 @@ class GenerationAPI(ls.LitAPI):
         from litgpt_runtime.generate import load_inference_model
         from litgpt_runtime.serve.engine import BatchedGenerator
 
-        model = load_inference_model(self.checkpoint_dir, torch.device(device), self.precision)
+        if self.quantize:
+            from litgpt_runtime.generate import pick_dtype
+            from litgpt_runtime.quantize import load_quantized_model
+
+            model = load_quantized_model(self.checkpoint_dir, self.quantize, torch.device(device),
+                                         pick_dtype(self.precision, torch.device(device)))
+        else:
+            model = load_inference_model(self.checkpoint_dir, torch.device(device), self.precision)
         dtype = next(model.parameters()).dtype
         rows = None
         if self.adapters:
@@ -114,8 +123,9 @@ class GenerationAPI(ls.LitAPI):
         self._inbox: "queue.SimpleQueue[tuple[str, dict]]" = queue.SimpleQueue()
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_sigterm)
-        logger.info("Model %s ready on %s (%s, %d slots, %d LoRA adapters)", self.checkpoint_dir, device, dtype,
-                    self.max_batch_size, len(self.adapters))
+        logger.info("Model %s ready on %s (%s%s, %d slots, %d LoRA adapters)", self.checkpoint_dir, device, dtype,
+                    f", base weights quantized with {self.quantize}" if self.quantize else "", self.max_batch_size,
+                    len(self.adapters))
 
     def _on_sigterm(self, signum, frame) -> None:
         """Exit now when idle; otherwise when the running rows are done (IdleFriendlyLoop.run)."""
