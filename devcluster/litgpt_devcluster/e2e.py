@@ -54,6 +54,9 @@ GOOD_DATA = [
 # answer, the random base model cannot know it. It must be a training record: with the runtime's
 # split seed, valSplitFraction 0.2 holds out "Reverse the word." (a test checks the split).
 TRAINED_QUESTION, TRAINED_ANSWER = GOOD_DATA[0]["instruction"], GOOD_DATA[0]["output"]
+# The base model's server also serves the finetune as a LoRA adapter (spec.adapters): asked for by
+# this name, it gives the trained answer from the base server's one copy of the weights.
+ADAPTER = "tuned"
 # A JSON file cut short: what a failed upload leaves behind.
 BROKEN_DATA = '[{"instruction": "Say hello.", "input": "", "output": "Hel'
 CORPUS = [
@@ -318,6 +321,17 @@ class Flow:
                 return self.node.service_url(service, ports[0])
         raise FlowError(f"Service {service_name} has no ready endpoint: {json.dumps(slices)[-2000:]}")
 
+    def base_server_ref(self) -> dict:
+        """The base model, with the finetune beside it as the adapter ADAPTER."""
+        return {"modelRef": {"name": self.names.model},
+                "adapters": [{"name": ADAPTER, "finetuneRef": {"name": self.names.finetune}}]}
+
+    def adapter_answer(self) -> str:
+        """The base server's greedy answer to TRAINED_QUESTION with "model": ADAPTER."""
+        model, answer = self.ask(self.server_address(self.names.base_server), TRAINED_QUESTION, model=ADAPTER)
+        self.say(f"    {self.names.base_server} ({model}): {TRAINED_QUESTION!r} -> {answer!r}")
+        return answer
+
     def finetuned_and_base_answers(self) -> tuple[str, str]:
         """The finetuned server's and the base model's server's greedy answers to TRAINED_QUESTION."""
         answers = []
@@ -328,12 +342,13 @@ class Flow:
         return answers[0], answers[1]
 
     @staticmethod
-    def ask(base_url: str, question: str = TRAINED_QUESTION) -> tuple[str, str]:
-        """One chat request with the official `openai` client; returns (model id, answer)."""
+    def ask(base_url: str, question: str = TRAINED_QUESTION, model: Optional[str] = None) -> tuple[str, str]:
+        """One chat request with the official `openai` client (to `model`, default the server's
+        first: its base model); returns (model id, answer)."""
         from openai import OpenAI
 
         client = OpenAI(base_url=f"{base_url}/v1", api_key="not-needed", timeout=120, max_retries=2)
-        model = client.models.list().data[0].id
+        model = model or client.models.list().data[0].id
         reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": question}],
                                                max_tokens=12, temperature=0)
         return model, reply.choices[0].message.content or ""
@@ -456,14 +471,16 @@ def run_flow(flow: Flow, keep_serving: bool) -> Optional[str]:
     step(4, f"ModelServer {names.server} for the finetuned output (and {names.base_server} for the base "
             "model); the same question to both with the openai client")
     flow.apply_server({"finetuneRef": {"name": names.finetune}})
-    flow.apply_server({"modelRef": {"name": names.model}}, name=names.base_server)
+    flow.apply_server(flow.base_server_ref(), name=names.base_server)
     print(f"    Service {names.server} -> {flow.server_address()}")
     finetuned, base = flow.finetuned_and_base_answers()
-    if finetuned.strip() != TRAINED_ANSWER or base.strip() == TRAINED_ANSWER:
+    adapter = flow.adapter_answer()
+    if finetuned.strip() != TRAINED_ANSWER or base.strip() == TRAINED_ANSWER or adapter.strip() != TRAINED_ANSWER:
         raise FlowError(f"the finetune did not show: asked {TRAINED_QUESTION!r}, the finetuned model answered "
-                        f"{finetuned!r} and the base model {base!r}; the training answer is {TRAINED_ANSWER!r}")
-    print(f"    the finetuned model gives the trained answer {TRAINED_ANSWER!r}; the base model (random weights) "
-          "does not")
+                        f"{finetuned!r}, the base model {base!r} and the base's server with model={ADAPTER!r} "
+                        f"{adapter!r}; the training answer is {TRAINED_ANSWER!r}")
+    print(f"    the finetuned model gives the trained answer {TRAINED_ANSWER!r}, and so does the base model's "
+          f"server asked for its adapter {ADAPTER!r}; the base model (random weights) does not")
     for line in flow.node.show_pods(flow.names, names.server):
         print(f"    {line}")
 

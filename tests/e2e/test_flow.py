@@ -60,12 +60,15 @@ def test_apply_to_a_served_finetuned_model_and_back_to_nothing(flow):
     # The finetune learnt: asked a training question (greedy), the finetuned model gives the trained
     # answer and the base model, served beside it, does not.
     flow.apply_server({"finetuneRef": {"name": names.finetune}})
-    flow.apply_server({"modelRef": {"name": names.model}}, name=names.base_server)
+    # The base model's server holds the finetune as a LoRA adapter too: asked by its name, the
+    # same pods give the trained answer (spec.adapters).
+    flow.apply_server(flow.base_server_ref(), name=names.base_server)
     address = flow.server_address()
     assert address == f"http://127.0.0.1:{flow.server_ports[names.server]}"
     finetuned, base = flow.finetuned_and_base_answers()
     assert finetuned.strip() == e2e.TRAINED_ANSWER, (finetuned, base)
     assert base.strip() != e2e.TRAINED_ANSWER, (finetuned, base)
+    assert flow.adapter_answer().strip() == e2e.TRAINED_ANSWER
 
     # 5. pretraining from scratch on 2 nodes: 2 pods with the distributed environment
     flow.apply_pretrain()
