@@ -95,6 +95,8 @@ class ControlPlane:
     # real node's address inside its network namespace (litgpt_devcluster.realnode), so that
     # pods reach the apiserver through the `kubernetes` Service.
     address: str = "127.0.0.1"
+    # More kube-apiserver flags (an audit policy and log for benchmarks/bench_operator.py).
+    apiserver_args: tuple[str, ...] = ()
     _procs: dict[str, processes.Managed] = field(default_factory=dict, init=False, repr=False)
     server: str = field(default="", init=False)
 
@@ -202,6 +204,7 @@ class ControlPlane:
             # loopback addresses); exec-mode pods get KUBERNETES_SERVICE_HOST=127.0.0.1 instead.
             # At the real node's address, the default reconciler makes it the Service's endpoint.
             *(["--endpoint-reconciler-type=none"] if loopback else []),
+            *self.apiserver_args,
         ])
         ca_context = ssl.create_default_context(cafile=str(pki.ca.cert))
         ca_context.load_cert_chain(str(pki.admin.cert), str(pki.admin.key))

@@ -59,7 +59,9 @@ class Settings(BaseSettings):
         10, ge=0, le=1000,
         description="Evictions (or lost nodes) a training Job resumes from; one more stops it as failed.")
     hf_endpoint: Optional[str] = Field(None, description="HF_ENDPOINT for download pods (a Hub mirror).")
-    retry_delay_seconds: float = Field(10.0, gt=0, description="Delay before re-checking an unmet dependency.")
+    retry_delay_seconds: float = Field(
+        10.0, gt=0, description="First delay before re-checking a wait (doubling per wait, up to 5 minutes).")
+    workers: int = Field(8, ge=1, le=64, description="Threads reconciling objects (concurrent reconciles).")
     log_tail_lines: int = Field(20, ge=0, le=200, description="Pod log lines quoted in failure messages.")
     watch_server_timeout_seconds: Optional[int] = Field(
         None, ge=1, description="Server-side timeout of kopf's watch requests (short in tests)."

@@ -88,13 +88,12 @@ def test_the_poller_reconciles_the_training_objects_last_seen_running(fresh_metr
     metrics.record("FinetuneJob", "a", "done", "Succeeded")
     metrics.record("FinetuneJob", "a", "validating", "Validating")
     metrics.record("ModelServer", "a", "server", "Running")  # not a training kind
-    refreshed = []
+    queued = []
 
-    def refresh(kind, namespace, name):
-        refreshed.append((kind.kind, namespace, name))
-        if name == "running":
-            raise RuntimeError("the API server hiccuped")  # the others are still read
+    class Work:
+        def add(self, key):
+            queued.append(key)
 
-    monkeypatch.setattr(progress_poll, "refresh", refresh)
+    monkeypatch.setattr(progress_poll, "WORK", Work())
     assert progress_poll.poll_once() == 2
-    assert refreshed == [("FinetuneJob", "a", "running"), ("PretrainJob", "a", "pretraining")]
+    assert queued == [("FinetuneJob", "a", "running"), ("PretrainJob", "a", "pretraining")]

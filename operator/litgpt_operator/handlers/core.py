@@ -1,18 +1,19 @@
 """The reconcile loop shared by the four kinds.
 
-`refresh(kind, namespace, name)` reads the parent fresh, asks the kind's reconciler what the world
-looks like (creating missing children on the way), and writes the status only when it changed,
-with an Event per condition that moved. It is what every trigger calls: the parent's own
-create/update/resume, an event on a child (Job, pod, Deployment) or on a referenced object.
-Calls for one parent are serialised in-process, and the status write is conditional on the
-parent's resourceVersion, so a stale computation never overwrites a newer one.
+Every trigger (an event on the object itself, on a child Job, pod or Deployment, on an object it
+refers to, or a re-check of a wait) only `enqueue`s the object; worker threads (`WORK`, see
+`handlers.workqueue`) run `_reconcile`: read the parent fresh, ask the kind's reconciler what the
+world looks like (creating missing children on the way), and write the status only when it
+changed, with an Event when a condition moved. One object is reconciled by one worker at a time,
+and the status write is conditional on the parent's resourceVersion, so a stale computation never
+overwrites a newer one. An object that waits, or whose reconcile failed, is re-checked later
+(`RECHECKS`, backing off).
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
-import threading
-import weakref
 from typing import Callable, Optional
 
 import kopf
@@ -21,6 +22,8 @@ from kubernetes.client.rest import ApiException
 from litgpt_operator import kube, metrics, status
 from litgpt_operator.api import BY_KIND, KindInfo
 from litgpt_operator.handlers.children import InTheWay
+from litgpt_operator.handlers.requeue import Requeue
+from litgpt_operator.handlers.workqueue import Key, WorkQueue
 from litgpt_operator.settings import Settings, current
 
 log = logging.getLogger(__name__)
@@ -30,10 +33,6 @@ log = logging.getLogger(__name__)
 Reconciler = Callable[[dict, Settings], status.Observed]
 RECONCILERS: dict[str, Reconciler] = {}
 
-# One lock per object being reconciled; weak, so objects long gone do not keep theirs (a lock in
-# use is referenced by the thread holding it).
-_locks: "weakref.WeakValueDictionary[tuple[str, str, str], threading.Lock]" = weakref.WeakValueDictionary()
-_locks_guard = threading.Lock()
 _CONFLICT_RETRIES = 5
 
 
@@ -45,37 +44,60 @@ def reconciler(kind: KindInfo) -> Callable[[Reconciler], Reconciler]:
     return register
 
 
-def _lock(kind: str, namespace: str, name: str) -> threading.Lock:
-    with _locks_guard:
-        lock = _locks.get((kind, namespace, name))
-        if lock is None:
-            lock = _locks[(kind, namespace, name)] = threading.Lock()
-        return lock
+def _process(key: Key) -> None:
+    """A worker's reconcile of one queued object."""
+    kind, namespace, name = key
+    try:
+        result, error = _reconcile(BY_KIND[kind], namespace, name), None
+    except Exception as raised:
+        result, error = None, raised
+        # "failed with an exception", as kopf says of a handler: the tests look for it.
+        log.error("reconcile of %s %s/%s failed with an exception: %s", kind, namespace, name, raised,
+                  exc_info=not isinstance(raised, ApiException))
+    _recheck_later(key, result, error)
 
 
-def refresh(kind: KindInfo, namespace: str, name: str) -> Optional[status.Observed]:
-    """Reconcile one object now. None when it is gone or being deleted."""
+WORK = WorkQueue(_process)
+RECHECKS = Requeue(WORK.add)
+
+
+def enqueue(kind: KindInfo, namespace: str, name: str) -> None:
+    """Reconcile this object soon (once for all the triggers until a worker takes it). Called
+    from kopf's handlers, whose context the reconcile runs in (for kopf.event)."""
+    WORK.add((kind.kind, namespace, name), contextvars.copy_context())
+
+
+def _recheck_later(key: Key, result: Optional[status.Observed], error: Optional[BaseException]) -> None:
+    """An object that waits (or whose reconcile failed: the API server may be restarting) is
+    looked at again later, backing off; one that does not wait is forgotten."""
+    if error is not None or (result is not None and result.waiting_for):
+        delay = RECHECKS.waiting(key, current().retry_delay_seconds)
+        log.debug("%s %s/%s re-checked in %.0fs", *key, delay)
+    else:
+        RECHECKS.settled(key)
+
+
+def _reconcile(kind: KindInfo, namespace: str, name: str) -> Optional[status.Observed]:
     settings = current()
-    with _lock(kind.kind, namespace, name):
-        for _ in range(_CONFLICT_RETRIES):
-            body = kube.get(kind.kind, namespace, name)
-            if body is None or body["metadata"].get("deletionTimestamp"):
-                metrics.record(kind.kind, namespace, name, None)
-                return None
-            with metrics.reconciling(kind.kind):
-                try:
-                    observed = RECONCILERS[kind.kind](body, settings)
-                except InTheWay as blocked:
-                    observed = in_the_way(kind, blocked)
+    for _ in range(_CONFLICT_RETRIES):
+        body = kube.get(kind.kind, namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            metrics.record(kind.kind, namespace, name, None)
+            return None
+        with metrics.reconciling(kind.kind):
             try:
-                write_status(body, observed)
-                metrics.record(kind.kind, namespace, name, observed.phase, observed.fields.get("progress"))
-                return observed
-            except ApiException as error:
-                if error.status != 409:
-                    raise
-                log.debug("%s %s/%s changed while reconciling; again", kind.kind, namespace, name)
-        raise kube_conflict(kind, namespace, name)
+                observed = RECONCILERS[kind.kind](body, settings)
+            except InTheWay as blocked:
+                observed = in_the_way(kind, blocked)
+        try:
+            write_status(body, observed)
+            metrics.record(kind.kind, namespace, name, observed.phase, observed.fields.get("progress"))
+            return observed
+        except ApiException as error:
+            if error.status != 409:
+                raise
+            log.debug("%s %s/%s changed while reconciling; again", kind.kind, namespace, name)
+    raise kube_conflict(kind, namespace, name)
 
 
 def in_the_way(kind: KindInfo, blocked: InTheWay) -> status.Observed:
@@ -118,9 +140,9 @@ def post_event(body: dict, event_type: str, reason: str, message: str) -> None:
         log.debug("no operator to post event %s on %s", reason, body["metadata"]["name"])
 
 
-def refresh_owner(child: dict) -> None:
+def enqueue_owner(child: dict) -> None:
     """A child (Job, Deployment...) changed: reconcile the custom resource controlling it."""
     for ref in child["metadata"].get("ownerReferences") or []:
         kind = BY_KIND.get(ref.get("kind"))
         if kind and ref.get("controller") and ref.get("apiVersion") == kind.api_version:
-            refresh(kind, child["metadata"]["namespace"], ref["name"])
+            enqueue(kind, child["metadata"]["namespace"], ref["name"])

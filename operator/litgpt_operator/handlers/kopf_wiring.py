@@ -1,11 +1,17 @@
 """kopf registrations: which events call `core.refresh` for which object. Nothing else lives here.
 
-- A custom resource created, resumed (operator start) or with a changed spec: reconcile it; an
-  unmet dependency becomes kopf.TemporaryError (retried after a delay).
+- A custom resource first seen by this process (created, or listed at start-up) or with a spec
+  its status has not caught up with (metadata.generation != status.observedGeneration):
+  reconcile it. Its own status writes wake nothing. These are plain event handlers, not kopf's
+  create/update/resume handlers: those keep their progress and the last handled spec in
+  annotations, a patch of the object per handled change and per retry (benchmarks/README.md,
+  "The operator at scale"); a wait is re-checked in-process (`handlers.requeue`).
 - A child Job/Deployment/pod changed: reconcile its parent (label/owner lookup), so status follows.
 - A LitGPTModel became Ready or Failed / a FinetuneJob finished: reconcile the objects that refer
   to it, found in kopf indexes (kept from the watch streams, so no list per event). Only a change
   of phase does it: the status writes in between (progress, resync) wake nobody.
+The handlers only queue the object (`core.enqueue`): async, no API call, no executor thread; the
+reconciles run on the operator's own workers, once for all the triggers queued before.
 """
 
 from __future__ import annotations
@@ -17,8 +23,7 @@ import kopf
 from litgpt_operator import metrics
 from litgpt_operator.api import BY_KIND, GROUP, KINDS, VERSION, KindInfo
 from litgpt_operator.builders.common import KIND_LABEL, MANAGED_BY
-from litgpt_operator.handlers.core import refresh, refresh_owner
-from litgpt_operator.settings import current
+from litgpt_operator.handlers.core import RECHECKS, enqueue, enqueue_owner
 
 MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
 _BY_LABEL = {k.kind.lower(): k for k in KINDS}
@@ -35,13 +40,20 @@ REFERENCES: dict[str, dict[str, str]] = {
 SETTLED = {"LitGPTModel": {"Ready", "Failed"}, "FinetuneJob": {"Succeeded", "Failed"}}
 
 
-def _on_change(kind: KindInfo):
-    def handler(namespace: str, name: str, **_) -> None:
-        observed = refresh(kind, namespace, name)
-        if observed is not None and observed.waiting_for:
-            raise kopf.TemporaryError(observed.waiting_for, delay=current().retry_delay_seconds)
+def _on_event(kind: KindInfo):
+    async def handler(event: dict, body: Any, namespace: str, name: str, memo: kopf.Memo, **kwargs) -> None:
+        if event.get("type") == "DELETED":
+            RECHECKS.settled((kind.kind, namespace, name))
+            metrics.record(kind.kind, namespace, name, None)  # its series leave the metrics with it
+        else:
+            generation = body["metadata"].get("generation")
+            if not memo.get("seen") or (body.get("status") or {}).get("observedGeneration") != generation:
+                memo["seen"] = True
+                enqueue(kind, namespace, name)
+        if kind.kind in SETTLED:
+            _wake_dependents(kind.kind, event, namespace, name, memo, kwargs)
 
-    handler.__name__ = f"reconcile_{kind.singular}"
+    handler.__name__ = f"{kind.singular}_changed"
     return handler
 
 
@@ -64,7 +76,7 @@ def referenced_names(spec: Any, field: str) -> list[str]:
 
 
 def _references(fields: dict[str, str]):
-    def index(namespace: str, name: str, spec: Any, **_) -> dict[tuple[str, str, str], str]:
+    async def index(namespace: str, name: str, spec: Any, **_) -> dict[tuple[str, str, str], str]:
         """{(referenced kind, namespace, referenced name): this object's name}"""
         return {(target, namespace, ref): name
                 for field, target in fields.items() for ref in referenced_names(spec, field)}
@@ -72,42 +84,29 @@ def _references(fields: dict[str, str]):
     return index
 
 
-def _forget(kind: KindInfo):
-    def handler(event: dict, namespace: str, name: str, **_) -> None:
-        if event.get("type") == "DELETED":  # its series leave the metrics with it
-            metrics.record(kind.kind, namespace, name, None)
-
-    handler.__name__ = f"forget_{kind.singular}"
-    return handler
-
-
 for _kind in KINDS:
-    kopf.on.event(GROUP, VERSION, _kind.plural, id=f"{_kind.singular}-forget")(_forget(_kind))
-    _handler = _on_change(_kind)
-    kopf.on.resume(GROUP, VERSION, _kind.plural, id=f"{_kind.singular}-resume")(_handler)
-    kopf.on.create(GROUP, VERSION, _kind.plural, id=f"{_kind.singular}-create")(_handler)
-    kopf.on.update(GROUP, VERSION, _kind.plural, id=f"{_kind.singular}-update", field="spec")(_handler)
+    kopf.on.event(GROUP, VERSION, _kind.plural, id=f"{_kind.singular}-changed")(_on_event(_kind))
     if _kind.kind in REFERENCES:
         kopf.index(GROUP, VERSION, _kind.plural, id=_index_name(_kind))(_references(REFERENCES[_kind.kind]))
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
-def job_changed(body, **_) -> None:
-    refresh_owner(body)
+async def job_changed(body, **_) -> None:
+    enqueue_owner(body)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
-def deployment_changed(body, **_) -> None:
-    refresh_owner(body)
+async def deployment_changed(body, **_) -> None:
+    enqueue_owner(body)
 
 
 @kopf.on.event("v1", "pods", labels=MANAGED)
-def pod_changed(body, **_) -> None:
+async def pod_changed(body, **_) -> None:
     labels = body["metadata"].get("labels") or {}
     kind = _BY_LABEL.get(labels.get(KIND_LABEL, ""))
     instance = labels.get("app.kubernetes.io/instance")
     if kind and instance:
-        refresh(kind, body["metadata"]["namespace"], instance)
+        enqueue(kind, body["metadata"]["namespace"], instance)
 
 
 def _wake_dependents(target: str, event: dict, namespace: str, name: str, memo: kopf.Memo, indexes: dict) -> None:
@@ -123,14 +122,4 @@ def _wake_dependents(target: str, event: dict, namespace: str, name: str, memo: 
             continue
         kind = BY_KIND[kind_name]
         for dependent in sorted(set(indexes[_index_name(kind)].get((target, namespace, name), ()))):
-            refresh(kind, namespace, dependent)
-
-
-@kopf.on.event(GROUP, VERSION, "litgptmodels")
-def model_changed(event, namespace, name, memo, **kwargs) -> None:
-    _wake_dependents("LitGPTModel", event, namespace, name, memo, kwargs)
-
-
-@kopf.on.event(GROUP, VERSION, "finetunejobs")
-def finetune_changed(event, namespace, name, memo, **kwargs) -> None:
-    _wake_dependents("FinetuneJob", event, namespace, name, memo, kwargs)
+            enqueue(kind, namespace, dependent)

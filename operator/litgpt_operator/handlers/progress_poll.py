@@ -14,15 +14,13 @@ write conditional on the object's resourceVersion.
 from __future__ import annotations
 
 import asyncio
-import logging
 
 import kopf
 
 from litgpt_operator import metrics
-from litgpt_operator.api import BY_KIND, FINETUNE_JOB, PRETRAIN_JOB
-from litgpt_operator.handlers.core import refresh
+from litgpt_operator.api import FINETUNE_JOB, PRETRAIN_JOB
+from litgpt_operator.handlers.core import WORK
 
-log = logging.getLogger(__name__)
 
 POLL_SECONDS = 5.0
 POLLED_KINDS = (FINETUNE_JOB.kind, PRETRAIN_JOB.kind)
@@ -30,21 +28,18 @@ _TASK = "progress_poll_task"
 
 
 def poll_once() -> int:
-    """Reconcile every training object last seen Running; -> how many."""
+    """Queue every training object last seen Running for a reconcile (`core.WORK`: one already
+    queued is not queued twice, so a slow API server never piles polls up); -> how many."""
     running = metrics.in_phase("Running", POLLED_KINDS)
-    for kind, namespace, name in running:
-        try:
-            refresh(BY_KIND[kind], namespace, name)
-        except Exception as error:  # one object's trouble must not stop the others' progress
-            log.warning("progress of %s %s/%s not read: %s", kind, namespace, name, error)
+    for key in running:
+        WORK.add(key)
     return len(running)
 
 
 async def _loop() -> None:
-    loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(POLL_SECONDS)
-        await loop.run_in_executor(None, poll_once)
+        poll_once()
 
 
 @kopf.on.startup()

@@ -8,6 +8,7 @@ import kopf
 
 from litgpt_operator import kube, metrics
 from litgpt_operator import settings as litgpt_settings
+from litgpt_operator.handlers.core import RECHECKS, WORK
 
 
 @kopf.on.startup()
@@ -38,7 +39,16 @@ def configure(settings: kopf.OperatorSettings, logger, **_) -> None:
         settings.watching.server_timeout = ours.watch_server_timeout_seconds
         settings.watching.client_timeout = ours.watch_server_timeout_seconds + 10
     kube.configure()
+    WORK.start(ours.workers)
     logger.info("litgpt-operator settings: %s", ours.model_dump_json(exclude={"default_resources"}))
+
+
+@kopf.on.cleanup()
+def stop_workers(**_) -> None:
+    """The operator is stopping: nothing queued or waiting is reconciled any more (a process
+    that runs the operator again, as the tests do, starts from a clean queue)."""
+    WORK.stop()
+    RECHECKS.clear()
 
 
 @kopf.on.login()

@@ -1,0 +1,128 @@
+"""The operator's work queue (`handlers.workqueue`): a burst of triggers for one object is one
+reconcile, an object is never reconciled by two workers at once, different objects are; and the
+in-process re-checks of waiting or failed objects (`handlers.requeue`, `core._process`).
+Without a cluster: what a worker runs is a stand-in that counts and, where a test needs a run in
+flight, holds."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from litgpt_operator.handlers import core
+from litgpt_operator.handlers.workqueue import WorkQueue
+from litgpt_operator.status import Observed
+from litgpt_devcluster.waiting import wait_for
+
+KEY = ("LitGPTModel", "ns", "a")
+
+
+@pytest.fixture
+def queues():
+    made = []
+
+    def make(process, workers=4):
+        made.append(WorkQueue(process, workers))
+        return made[-1]
+
+    yield make
+    for queue in made:
+        queue.stop()
+    core.RECHECKS.clear()
+
+
+def test_triggers_queued_before_a_worker_takes_the_object_are_one_reconcile(queues):
+    runs = []
+    queue = queues(runs.append, workers=2)
+    for _ in range(20):
+        queue.add(KEY)
+    queue.add(("LitGPTModel", "ns", "b"))
+    queue.start()
+    wait_for(queue.idle, "the queue to drain", timeout_s=5)
+    assert sorted(runs) == [KEY, ("LitGPTModel", "ns", "b")]
+
+
+def test_an_object_asked_for_while_it_is_reconciled_runs_once_more_never_twice_at_once(queues):
+    gate, runs, inside = threading.Event(), [], []
+
+    def process(key):
+        inside.append(key)
+        assert len(inside) == 1, "two workers on one object"
+        runs.append(key)
+        if len(runs) == 1:
+            assert gate.wait(timeout=10)
+        inside.remove(key)
+
+    queue = queues(process)
+    queue.start()
+    queue.add(KEY)
+    wait_for(lambda: runs, "the first run", timeout_s=5)
+    for _ in range(10):
+        queue.add(KEY)  # a change the first run may not have read
+    gate.set()
+    wait_for(lambda: len(runs) == 2 and queue.idle(), "the second run", timeout_s=5)
+    time.sleep(0.2)
+    assert runs == [KEY, KEY]
+
+
+def test_different_objects_are_reconciled_at_once(queues):
+    together = threading.Barrier(4)
+    done = []
+
+    def process(key):
+        together.wait(timeout=10)  # broken (an error) unless four run at once
+        done.append(key)
+
+    queue = queues(process, workers=4)
+    queue.start()
+    for i in range(4):
+        queue.add(("LitGPTModel", "ns", f"o{i}"))
+    wait_for(lambda: len(done) == 4, "four reconciles", timeout_s=15)
+
+
+def test_a_stopped_queue_forgets_what_waited(queues):
+    runs = []
+    queue = queues(runs.append)
+    queue.add(KEY)
+    queue.stop()
+    queue.start()
+    time.sleep(0.2)
+    assert runs == []
+
+
+def test_a_failed_reconcile_is_rechecked_and_a_good_one_forgotten(monkeypatch, caplog):
+    outcomes = iter([RuntimeError("API server unavailable"), Observed("Ready", [])])
+
+    def reconcile(kind, namespace, name):
+        outcome = next(outcomes)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    monkeypatch.setattr(core, "_reconcile", reconcile)
+    core._process(KEY)
+    assert core.RECHECKS.pending() == [KEY]
+    assert "reconcile of LitGPTModel ns/a failed with an exception: API server unavailable" in caplog.text
+    core._process(KEY)
+    assert core.RECHECKS.pending() == []
+
+
+def test_a_waiting_object_is_rechecked_backing_off_and_forgotten_when_settled():
+    from litgpt_operator.handlers.requeue import MAX_DELAY_S, Requeue
+
+    ran = []
+    requeue = Requeue(ran.append)
+    key = ("FinetuneJob", "ns", "ft")
+    assert [requeue.waiting(key, 0.05) for _ in range(3)] == [0.05, 0.1, 0.2]
+    assert requeue.pending() == [key]  # one pending re-check, not three
+    time.sleep(0.3)
+    assert ran == [key]
+    requeue.settled(key)
+    assert requeue.waiting(key, 0.05) == 0.05  # the back-off starts over
+    requeue.settled(key)
+    time.sleep(0.15)
+    assert ran == [key] and requeue.pending() == []  # a settled object is not re-checked
+    assert requeue.waiting(("LitGPTModel", "ns", "m"), 100.0) == 100.0
+    assert requeue.waiting(("LitGPTModel", "ns", "m"), 1000.0) == MAX_DELAY_S
