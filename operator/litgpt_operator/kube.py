@@ -103,8 +103,9 @@ def list_objects(kind: str, namespace: str, labels: Optional[dict[str, str]] = N
     return resource(kind).get(namespace=namespace, label_selector=selector, serializer=_as_dict).get("items") or []
 
 
-def create_or_get(obj: dict) -> tuple[dict, bool]:
-    """Create `obj`; if one of that name already exists, return it. -> (object, created)."""
+def create_or_get(obj: dict, read_existing: bool = True) -> tuple[Optional[dict], bool]:
+    """Create `obj`; if one of that name already exists, return it (None without
+    `read_existing`: a caller that uses what it finds as it is). -> (object, created)."""
     meta = obj["metadata"]
     try:
         return resource(obj["kind"]).create(body=obj, namespace=meta["namespace"], field_manager=FIELD_MANAGER,
@@ -112,6 +113,8 @@ def create_or_get(obj: dict) -> tuple[dict, bool]:
     except ApiException as error:
         if error.status != 409:
             raise
+    if not read_existing:
+        return None, False
     existing = get(obj["kind"], meta["namespace"], meta["name"])
     if existing is None:  # deleted between our create and get: let the next reconcile retry
         raise RuntimeError(f"{obj['kind']} {meta['name']} exists and vanished; retrying")

@@ -126,3 +126,23 @@ def test_a_waiting_object_is_rechecked_backing_off_and_forgotten_when_settled():
     assert ran == [key] and requeue.pending() == []  # a settled object is not re-checked
     assert requeue.waiting(("LitGPTModel", "ns", "m"), 100.0) == 100.0
     assert requeue.waiting(("LitGPTModel", "ns", "m"), 1000.0) == MAX_DELAY_S
+
+
+def test_a_pod_wakes_its_parent_only_when_what_the_status_reads_changes():
+    from litgpt_operator.handlers.kopf_wiring import pod_signature
+
+    pod = {"metadata": {"name": "p", "labels": {}},
+           "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "True"}],
+                      "containerStatuses": [{"name": "litgpt", "ready": False, "restartCount": 0,
+                                             "state": {"waiting": {"reason": "ContainerCreating"}}}]}}
+    same = {**pod, "metadata": {**pod["metadata"], "finalizers": ["batch.kubernetes.io/job-tracking"]},
+            "status": {**pod["status"], "podIP": "10.0.0.7", "hostIP": "127.0.0.1"}}
+    assert pod_signature(same) == pod_signature(pod)
+    stuck = {**pod, "status": {**pod["status"], "containerStatuses": [
+        {"name": "litgpt", "ready": False, "restartCount": 0, "state": {"waiting": {"reason": "ImagePullBackOff"}}}]}}
+    failed = {**pod, "status": {**pod["status"], "phase": "Failed", "containerStatuses": [
+        {"name": "litgpt", "ready": False, "restartCount": 0, "state": {"terminated": {"exitCode": 7}}}]}}
+    unschedulable = {**pod, "status": {**pod["status"], "conditions": [
+        {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/3 nodes"}]}}
+    signatures = {pod_signature(p) for p in (pod, stuck, failed, unschedulable)}
+    assert len(signatures) == 4

@@ -51,20 +51,23 @@ def get_ours(kind: str, parent: Parent, name: str) -> Optional[dict]:
 def create_children(children: list[dict], parent: Parent) -> list[dict]:
     """Create what is missing (in order); existing children are left as they are: Jobs are
     immutable, and a finished one must not run again. Children without an owner (a shared
-    model cache claim) are used as found. -> the live objects."""
+    model cache claim) are used as found, and not read back when they exist. -> the live objects
+    (None for an unowned child that existed)."""
     live = []
     for child in children:
-        obj, _ = kube.create_or_get(child)
-        live.append(ours(obj, parent) if child["metadata"].get("ownerReferences") else obj)
+        owned = bool(child["metadata"].get("ownerReferences"))
+        obj, _ = kube.create_or_get(child, read_existing=owned)
+        live.append(ours(obj, parent) if owned else obj)
     return live
 
 
-def apply_children(children: list[dict], parent: Parent) -> None:
-    """Server-side apply the children; none of them if an object of one's name is not ours."""
+def apply_children(children: list[dict], parent: Parent, checked: frozenset[str] = frozenset()) -> list[dict]:
+    """Server-side apply the children; none of them if an object of one's name is not ours (the
+    kinds in `checked` the caller has just read and found absent or ours). -> them as applied."""
     for child in children:
-        get_ours(child["kind"], parent, child["metadata"]["name"])
-    for child in children:
-        kube.apply(child)
+        if child["kind"] not in checked:
+            get_ours(child["kind"], parent, child["metadata"]["name"])
+    return [kube.apply(child) for child in children]
 
 
 def delete_child(kind: str, parent: Parent, name: str) -> None:

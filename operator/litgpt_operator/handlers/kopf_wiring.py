@@ -101,12 +101,33 @@ async def deployment_changed(body, **_) -> None:
 
 
 @kopf.on.event("v1", "pods", labels=MANAGED)
-async def pod_changed(body, **_) -> None:
+async def pod_changed(event, body, memo: kopf.Memo, **_) -> None:
     labels = body["metadata"].get("labels") or {}
     kind = _BY_LABEL.get(labels.get(KIND_LABEL, ""))
     instance = labels.get("app.kubernetes.io/instance")
+    signature = pod_signature(body)
+    if event.get("type") != "DELETED" and memo.get("signature") == signature:
+        return  # nothing the parent's status reads from pods changed (an IP, a finalizer, a timestamp)
+    memo["signature"] = signature
     if kind and instance:
         enqueue(kind, body["metadata"]["namespace"], instance)
+
+
+def pod_signature(pod: dict) -> tuple:
+    """What the parents' statuses read from a pod (`observe`, `progress.track_attempts`): a pod
+    changes several times more often while it starts than any of this does."""
+    status = pod.get("status") or {}
+    containers = []
+    for cs in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+        state = cs.get("state") or {}
+        what = next(iter(state), "")  # waiting, running or terminated
+        detail = state.get(what) or {}
+        containers.append((cs.get("name"), what, detail.get("reason"), detail.get("exitCode"), cs.get("ready"),
+                           cs.get("restartCount")))
+    scheduled = next(((c.get("status"), c.get("reason"), c.get("message")) for c in status.get("conditions") or []
+                      if c.get("type") == "PodScheduled"), None)
+    return (status.get("phase"), status.get("reason"), status.get("message"), scheduled, tuple(containers),
+            bool(pod["metadata"].get("deletionTimestamp")))
 
 
 def _wake_dependents(target: str, event: dict, namespace: str, name: str, memo: kopf.Memo, indexes: dict) -> None:

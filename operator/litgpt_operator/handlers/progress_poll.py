@@ -21,7 +21,6 @@ from litgpt_operator import metrics
 from litgpt_operator.api import FINETUNE_JOB, PRETRAIN_JOB
 from litgpt_operator.handlers.core import WORK
 
-
 POLL_SECONDS = 5.0
 POLLED_KINDS = (FINETUNE_JOB.kind, PRETRAIN_JOB.kind)
 _TASK = "progress_poll_task"

@@ -118,15 +118,16 @@ def reconcile_server(body: dict, settings: Settings) -> Observed:
         if unmet is not dependency:
             observed.conditions.insert(0, Cond.of("ModelReady", True, dependency.reason, dependency.message))
         return observed
+    existed = deployment is not None
     if source is not None:
         children = build_server_children(parent, spec, source, settings)
         if applied_digest(deployment) != applied_digest(children[0]):
-            apply_children(children, parent)
-            if not any(c["kind"] == "HorizontalPodAutoscaler" for c in children):
+            deployment = apply_children(children, parent, checked=frozenset({"Deployment"}))[0]
+            if existed and not any(c["kind"] == "HorizontalPodAutoscaler" for c in children):
                 delete_child("HorizontalPodAutoscaler", parent, name)  # autoscaling was turned off
-            deployment = kube.get("Deployment", parent.namespace, name)
         fields["adapters"] = [a.name for a in source.adapters] or None
-    pods = kube.list_objects("Pod", parent.namespace, selector_labels(parent, COMPONENT))
+    # A Deployment this reconcile created has no pods yet (nothing to list).
+    pods = kube.list_objects("Pod", parent.namespace, selector_labels(parent, COMPONENT)) if existed else []
     state = observe.deployment_state(deployment, pods, current_pods(deployment, pods))
     conditions = [Cond.of("ModelReady", dependency.ready, dependency.reason, dependency.message)]
     if adapters is not None:
