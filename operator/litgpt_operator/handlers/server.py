@@ -122,7 +122,8 @@ def reconcile_server(body: dict, settings: Settings) -> Observed:
     if source is not None:
         children = build_server_children(parent, spec, source, settings)
         if applied_digest(deployment) != applied_digest(children[0]):
-            deployment = apply_children(children, parent, checked=frozenset({"Deployment"}))[0]
+            applied = apply_children(children, parent, checked=frozenset({"Deployment"}))
+            deployment = next(obj for obj in applied if obj["kind"] == "Deployment")
             if existed and not any(c["kind"] == "HorizontalPodAutoscaler" for c in children):
                 delete_child("HorizontalPodAutoscaler", parent, name)  # autoscaling was turned off
         fields["adapters"] = [a.name for a in source.adapters] or None
