@@ -462,7 +462,7 @@ def first_child(obj: dict, watcher: Watcher) -> Optional[float]:
 
     ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
     candidates = {"LitGPTModel": [("Job", child_name(name, "download"))],
-                  "FinetuneJob": [("Job", child_name(name, "finetune"))],
+                  "FinetuneJob": [("Job", child_name(name, "validate")), ("Job", child_name(name, "finetune"))],
                   "ModelServer": [("Deployment", child_name(name))]}[obj["kind"]]
     seen = [watcher.children.get((kind, ns, child)) for kind, child in candidates]
     seen = [t for t in seen if t is not None]

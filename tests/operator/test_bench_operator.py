@@ -34,7 +34,7 @@ def test_the_benchmark_runs_at_n_6_and_prints_the_table(tmp_path):
     assert lines[0].startswith("| N | mode | child p50 | child p99 | floor p50 |"), result.stdout
     row = [cell.strip() for cell in lines[2].strip("|").split("|")]
     assert row[:2] == ["6", "burst"], lines[2]
-    number = re.compile(r"^\d+(\.\d+)? (ms|s|MiB|x)$")
+    number = re.compile(r"^\d+(\.\d+)? ?(ms|s|MiB|x)$")
     for cell in row[2:10]:  # latencies, floor, ratio, settle time, RSS, CPU: all measured
         assert number.match(cell), (cell, lines[2])
     requests_per_object, writes_per_transition = float(row[10]), float(row[11])
