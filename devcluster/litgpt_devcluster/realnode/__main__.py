@@ -8,6 +8,8 @@
                                                          the tests' fixture), then clean up and remove it
     python -m litgpt_devcluster.realnode exec -- CMD    run CMD inside the running one's namespace
     python -m litgpt_devcluster.realnode shell          print how to run kubectl in it
+    python -m litgpt_devcluster.realnode import         import the images into the node's containerd now
+                                                         (the next start finds them; CI overlaps it with tests)
 
 Needs root (network namespaces, mounts, cgroups), containerd, runc, the CNI plugins, iptables,
 nsenter, and the binaries of `hack/control-plane.sh install`; the images of `hack/images.sh build`.
@@ -116,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("up", help="start everything in the background")
     sub.add_parser("down", help="stop everything and remove the namespace")
     sub.add_parser("shell", help="print how to use the running cluster")
+    sub.add_parser("import", help="import the images into the node's containerd, then stop it")
     for command, text in (("run", "start, run a command inside the namespace, stop"),
                           ("exec", "run a command inside the running real node's namespace"),
                           ("inside", "run a command inside a fresh namespace, then clean up")):
@@ -146,6 +149,21 @@ def main(argv: list[str] | None = None) -> int:
             from litgpt_devcluster.realnode.node import RealCluster
 
             RealCluster(state).stop()
+            return 0
+        if args.command == "import":
+            from litgpt_devcluster.realnode.node import RealCluster
+
+            problem = machine_problem()
+            if problem:
+                raise ControlPlaneError(f"the real node cannot run on this machine: {problem}")
+            if netns.exists(name):
+                raise ControlPlaneError(f"the real node is running (network namespace {name}): its start "
+                                        "imported the images already")
+            began = time.monotonic()
+            cluster = RealCluster(state)
+            cluster.node.import_images()
+            print(f"images imported in {time.monotonic() - began:.0f}s: "
+                  f"{', '.join(p.name for p in cluster.images)}", file=sys.stderr)
             return 0
         if args.command == "shell":
             print(how_to_use(name, state))
