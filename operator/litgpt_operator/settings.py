@@ -18,6 +18,10 @@ from pydantic_settings import SettingsError as SourceError
 from litgpt_operator.api.common import GROUP, ResourceRequirements
 
 ENV_PREFIX = "LITGPT_OPERATOR_"
+# The variables Kubernetes injects for each Service of the pod's namespace (enableServiceLinks):
+# <SVC>_SERVICE_HOST, <SVC>_SERVICE_PORT[_<PORT NAME>], <SVC>_PORT=tcp://..., <SVC>_PORT_<n>_<PROTO>[_...].
+SERVICE_LINK_NAME = re.compile(r"_SERVICE_(HOST|PORT(_\w+)?)$|_PORT_\d+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?$")
+SERVICE_LINK_VALUE = re.compile(r"^(tcp|udp|sctp)://")
 
 # kopf persistence, set explicitly so that upgrades of kopf never change where state lives.
 FINALIZER = f"{GROUP}/finalizer"
@@ -95,7 +99,16 @@ class Settings(BaseSettings):
     def from_env(cls, env: Optional[Mapping[str, str]] = None) -> "Settings":
         """The settings in `env` (default: this process's environment)."""
         env = os.environ if env is None else env
-        unknown = sorted(k for k in env if k.startswith(ENV_PREFIX) and k[len(ENV_PREFIX):].lower() not in cls.model_fields)
+        known = {ENV_PREFIX + n.upper() for n in cls.model_fields}
+        linked = sorted(k for k, v in env.items() if k in known and SERVICE_LINK_VALUE.match(v or ""))
+        if linked:
+            raise SettingsError(
+                f"{', '.join(linked)} holds a Kubernetes service link ({env[linked[0]]}), not a setting: a Service "
+                f"named like the variable's prefix exists in this namespace. Set enableServiceLinks: false on the "
+                "operator's pod (the chart does) or rename that Service.")
+        # Service links of other Services whose names start like ours are not settings (and not typos).
+        unknown = sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in known
+                         and not SERVICE_LINK_NAME.search(k))
         if unknown:
             raise SettingsError(f"unknown setting(s) {', '.join(unknown)}; known: "
                                 + ", ".join(ENV_PREFIX + n.upper() for n in cls.model_fields))

@@ -174,6 +174,22 @@ def test_bad_settings_name_the_variable(env, named):
         Settings.from_env(env)
 
 
+def test_service_links_are_not_settings():
+    """What Kubernetes injects for a Service `litgpt-operator-metrics` in the namespace (the chart's
+    own under the release name litgpt-operator, when a pod keeps service links on)."""
+    links = {"LITGPT_OPERATOR_METRICS_SERVICE_HOST": "10.0.0.7", "LITGPT_OPERATOR_METRICS_SERVICE_PORT": "9090",
+             "LITGPT_OPERATOR_METRICS_SERVICE_PORT_METRICS": "9090",
+             "LITGPT_OPERATOR_METRICS_PORT_9090_TCP": "tcp://10.0.0.7:9090",
+             "LITGPT_OPERATOR_METRICS_PORT_9090_TCP_PROTO": "tcp", "LITGPT_OPERATOR_METRICS_PORT_9090_TCP_PORT": "9090",
+             "LITGPT_OPERATOR_METRICS_PORT_9090_TCP_ADDR": "10.0.0.7"}
+    assert Settings.from_env({**links, "LITGPT_OPERATOR_WORKERS": "3"}).workers == 3
+    # the one link that lands on a setting's name says what happened and what to do
+    with pytest.raises(SettingsError, match="LITGPT_OPERATOR_METRICS_PORT holds a Kubernetes service link.*enableServiceLinks"):
+        Settings.from_env({**links, "LITGPT_OPERATOR_METRICS_PORT": "tcp://10.0.0.7:9090"})
+    with pytest.raises(SettingsError, match="LITGPT_OPERATOR_RUNTIME_IMAGES"):  # typos still fail
+        Settings.from_env({**links, "LITGPT_OPERATOR_RUNTIME_IMAGES": "x"})
+
+
 def test_operator_refuses_bad_settings_without_traceback():
     import subprocess
     import sys

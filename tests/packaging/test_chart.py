@@ -97,6 +97,17 @@ def test_helm_lint_is_clean(helm_bin, tmp_path, values):
     assert "0 chart(s) failed" in result.stdout
 
 
+def test_the_operator_pod_gets_no_service_links(helm_bin, tmp_path):
+    """Under the release name litgpt-operator the chart's metrics Service is litgpt-operator-metrics,
+    whose service links (LITGPT_OPERATOR_METRICS_PORT=tcp://...) would land on the operator's
+    settings: the operator then refused to start (found by make demo on the real node, whose
+    kubelet injects them; the exec node does not)."""
+    docs = render(helm_bin, tmp_path, release="litgpt-operator")
+    assert any(d["metadata"]["name"] == "litgpt-operator-metrics" for d in by_kind(docs, "Service"))
+    (deployment,) = by_kind(docs, "Deployment")
+    assert deployment["spec"]["template"]["spec"]["enableServiceLinks"] is False
+
+
 def test_default_render_is_ha_cluster_wide_and_least_privileged(helm_bin, tmp_path):
     docs = render(helm_bin, tmp_path)
     kinds = sorted(d["kind"] for d in docs)
