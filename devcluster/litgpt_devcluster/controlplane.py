@@ -29,6 +29,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Optional
 
 from litgpt_devcluster import certs, processes
 from litgpt_devcluster.binaries import (  # noqa: F401 - part of this module's API
@@ -97,7 +98,15 @@ class ControlPlane:
     address: str = "127.0.0.1"
     # More kube-apiserver flags (an audit policy and log for benchmarks/bench_operator.py).
     apiserver_args: tuple[str, ...] = ()
+    # Flags appended to a component's own, by name (a fault test's short timeouts and timings:
+    # `{"kube-apiserver": ("--min-request-timeout=5",)}`).
+    extra_args: dict[str, tuple[str, ...]] = field(default_factory=dict)
     _procs: dict[str, processes.Managed] = field(default_factory=dict, init=False, repr=False)
+    # What each component was started with and how to tell it is up: `restart` starts it again
+    # the same way (same ports, same etcd data folder).
+    _launch: dict[str, tuple[list[str], dict]] = field(default_factory=dict, init=False, repr=False)
+    _health: dict[str, Callable[[], bool]] = field(default_factory=dict, init=False, repr=False)
+    _pki: Optional[certs.Pki] = field(default=None, init=False, repr=False)
     server: str = field(default="", init=False)
 
     @property
@@ -134,12 +143,14 @@ class ControlPlane:
             (self.state_dir / child).mkdir(parents=True, exist_ok=True)
 
     def _spawn(self, name: str, argv: list[str], **kwargs) -> None:
+        argv = [*argv, *self.extra_args.get(name, ())]
+        self._launch[name] = (argv, kwargs)
         self._procs[name] = processes.spawn(name, argv, self.state_dir, tie_to_parent=self.tie_to_parent, **kwargs)
 
     def _start_once(self, bins: Path, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         loopback = self.address == "127.0.0.1"
-        pki = certs.make_pki(self.state_dir / "pki", extra_ips=() if loopback else (self.address,))
+        pki = self._pki = certs.make_pki(self.state_dir / "pki", extra_ips=() if loopback else (self.address,))
         etcd_port, peer_port, kcm_port, sched_port = (_free_port() for _ in range(4))
         api_port = _free_port(self.address)
         self.server = f"https://{self.address}:{api_port}"
@@ -164,7 +175,8 @@ class ControlPlane:
             "--unsafe-no-fsync",
             "--log-level=warn",
         ])
-        self._wait(lambda: _http_ok(f"{etcd_url}/health"), "etcd", deadline)
+        self._health["etcd"] = lambda: _http_ok(f"{etcd_url}/health")
+        self._wait(self._health["etcd"], "etcd", deadline)
 
         self._spawn("kube-apiserver", [
             str(bins / "kube-apiserver"),
@@ -208,7 +220,8 @@ class ControlPlane:
         ])
         ca_context = ssl.create_default_context(cafile=str(pki.ca.cert))
         ca_context.load_cert_chain(str(pki.admin.cert), str(pki.admin.key))
-        self._wait(lambda: _http_ok(f"{self.server}/readyz", ca_context), "kube-apiserver", deadline)
+        self._health["kube-apiserver"] = lambda: _http_ok(f"{self.server}/readyz", ca_context)
+        self._wait(self._health["kube-apiserver"], "kube-apiserver", deadline)
 
         self._spawn("kube-controller-manager", [
             str(bins / "kube-controller-manager"),
@@ -242,7 +255,7 @@ class ControlPlane:
             "--profiling=false",
         ])
         if self.nodes:  # started now, so its start-up overlaps the controller-manager's
-            self._spawn_node_agent(pki.serving)
+            self._spawn_node_agent("node-agent", self.nodes, self.agent_mode)
         insecure = ssl._create_unverified_context()  # their serving certs are self-signed
         self._wait(lambda: _http_ok(f"https://127.0.0.1:{kcm_port}/healthz", insecure), "kube-controller-manager", deadline)
         self._wait(lambda: _http_ok(f"https://127.0.0.1:{sched_port}/healthz", insecure), "kube-scheduler", deadline)
@@ -253,20 +266,28 @@ class ControlPlane:
             "kube-controller-manager (default service account)",
             deadline,
         )
-        for spec in self.nodes:
-            name = spec.split(":", 1)[0]
-            self._wait(lambda: _node_ready(f"{self.server}/api/v1/nodes/{name}", ca_context), f"node-agent ({name} Ready)", deadline)
+        self._ca_context = ca_context
+        self._wait_nodes_ready(self.nodes, deadline)
         (self.state_dir / "server").write_text(self.server + "\n")
 
-    def _spawn_node_agent(self, serving: certs.KeyPair) -> None:
+    def _wait_nodes_ready(self, nodes: tuple[str, ...], deadline: float) -> None:
+        for spec in nodes:
+            name = spec.split(":", 1)[0]
+            self._wait(lambda: _node_ready(f"{self.server}/api/v1/nodes/{name}", self._ca_context),
+                       f"node-agent ({name} Ready)", deadline)
+
+    def _spawn_node_agent(self, process_name: str, nodes: tuple[str, ...], mode: str) -> None:
         # The agent's log endpoint uses the apiserver's serving pair: it is valid for 127.0.0.1.
+        # Every agent shares one work folder, so a claim is the same folder on every node (as a
+        # network volume would be) and a pod moved to another node finds its checkpoints.
+        serving = self._pki.serving
         argv = [sys.executable, "-m", "litgpt_devcluster.node_agent", "--kubeconfig", str(self.kubeconfig),
-                "--mode", self.agent_mode, "--work-dir", str(self.state_dir / "node-agent"),
+                "--mode", mode, "--work-dir", str(self.state_dir / "node-agent"),
                 "--kubelet-port", str(_free_port()), "--tls-cert", str(serving.cert), "--tls-key", str(serving.key)]
-        for spec in self.nodes:
+        for spec in nodes:
             argv += ["--node", spec]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT / "devcluster"), os.environ.get("PYTHONPATH")])))
-        self._spawn("node-agent", argv, env=env, cwd=REPO_ROOT)
+        self._spawn(process_name, argv, env=env, cwd=REPO_ROOT)
 
     def _wait(self, check, what: str, deadline: float) -> None:
         began = time.monotonic()
@@ -295,10 +316,46 @@ class ControlPlane:
         """Stop every component this object (or an earlier `up` in the same folder) started."""
         known = {proc.name: proc for proc in processes.from_pid_files(self.state_dir)}
         known.update(self._procs)
+        # Node agents added later (`add_node_agent`) go first, with the first one.
+        extra_agents = sorted(n for n in known if n.startswith("node-agent-"))
         order = [name for name in _STOP_ORDER if name in known] + [n for n in known if n not in _STOP_ORDER]
+        order = extra_agents + [n for n in order if n not in extra_agents]
         for name in order:
             processes.stop(known[name])
         self._procs.clear()
+
+    def stop_components(self, *names: str) -> None:
+        """Stop some components (in the safe order: clients first, etcd last), keeping their
+        state: `start_components` brings them back as they were."""
+        for name in [n for n in _STOP_ORDER if n in names] + [n for n in names if n not in _STOP_ORDER]:
+            processes.stop(self._procs.pop(name))
+
+    def start_components(self, *names: str, timeout_s: float = 60.0) -> None:
+        """Start stopped components again with the arguments they first had: the same ports and
+        etcd's same data folder, so clients reconnect to the same cluster (etcd first)."""
+        deadline = time.monotonic() + timeout_s
+        for name in [n for n in reversed(_STOP_ORDER) if n in names] + [n for n in names if n not in _STOP_ORDER]:
+            argv, kwargs = self._launch[name]
+            self._procs[name] = processes.spawn(name, argv, self.state_dir, tie_to_parent=self.tie_to_parent, **kwargs)
+            if name in self._health:
+                self._wait(self._health[name], f"{name} (restarted)", deadline)
+
+    def restart(self, *names: str, down_s: float = 0.0) -> None:
+        """Stop the components, wait `down_s`, start them again (see `start_components`)."""
+        self.stop_components(*names)
+        time.sleep(down_s)
+        self.start_components(*names)
+
+    def add_node_agent(self, name: str, nodes: tuple[str, ...], mode: str = "exec", timeout_s: float = 60.0) -> None:
+        """One more node agent process (`node-agent-<name>`) for `nodes`, which `lose_node_agent`
+        can take away on its own, as one machine of a cluster."""
+        self._spawn_node_agent(f"node-agent-{name}", nodes, mode)
+        self._wait_nodes_ready(nodes, time.monotonic() + timeout_s)
+
+    def lose_node_agent(self, name: str) -> None:
+        """SIGKILL an agent added by `add_node_agent` and every pod process it runs, at once: a
+        machine that disappears (no graceful stop, no last status, no checkpoint on SIGTERM)."""
+        processes.kill(self._procs.pop(f"node-agent-{name}"), children_groups=True)
 
     def running(self) -> list[str]:
         """Names of the components that are still alive."""

@@ -147,6 +147,40 @@ def stop(proc: Managed, grace_s: float = 10.0) -> None:
     proc.pid_file.unlink(missing_ok=True)
 
 
+def kill(proc: Managed, children_groups: bool = False) -> None:
+    """SIGKILL the process group at once (no grace), reap, remove the pid file. With
+    `children_groups`, also the process groups its children lead (a node agent's containers run
+    in sessions of their own, and their workers would outlive a kill of the leader alone)."""
+    alive = proc.popen is not None and proc.popen.poll() is None or proc.popen is None and _runs(proc.pid, proc.pid_file)
+    groups = _children_groups(proc.pid) if alive and children_groups else set()
+    if alive:
+        _signal_group(proc.pid, signal.SIGKILL)
+    for group in groups:
+        _signal_group(group, signal.SIGKILL)
+    if proc.popen is not None:
+        try:
+            proc.popen.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+    proc.pid_file.unlink(missing_ok=True)
+
+
+def _children_groups(pid: int) -> set[int]:
+    """Process groups led by children of `pid` (other than its own)."""
+    groups = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[1]) == pid and int(fields[2]) != pid:  # ppid, pgrp
+            groups.add(int(fields[2]))
+    return groups
+
+
 def _signal_group(pgid: int, sig: int) -> None:
     try:
         os.killpg(pgid, sig)

@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     retry_delay_seconds: float = Field(
         10.0, gt=0, description="First delay before re-checking a wait (doubling per wait, up to 5 minutes).")
     workers: int = Field(8, ge=1, le=64, description="Threads reconciling objects (concurrent reconciles).")
+    claim_bind_timeout_seconds: float = Field(
+        600.0, gt=0, description="How long a Job's pods may wait for a claim to bind (or exist) before the Job "
+                                 "is stopped and its object Failed with reason ClaimNotBound.")
     log_tail_lines: int = Field(20, ge=0, le=200, description="Pod log lines quoted in failure messages.")
     watch_server_timeout_seconds: Optional[int] = Field(
         None, ge=1, description="Server-side timeout of kopf's watch requests (short in tests)."
@@ -73,6 +76,10 @@ class Settings(BaseSettings):
     standalone: bool = Field(True, description="Run without kopf peering (one replica).")
     health_port: Optional[int] = Field(8080, ge=1, le=65535, description="Port of the /healthz liveness endpoint.")
     peering_name: str = Field("litgpt-operator", min_length=1)
+    peering_lifetime_seconds: int = Field(
+        60, ge=10, le=3600,
+        description="How long a replica's peering keep-alive counts: a standby takes over at most this long "
+                    "after the active replica was last heard of (it renews every lifetime minus 5-10 s).")
     # Production features (issue 5; the Helm chart sets them).
     metrics_port: Optional[int] = Field(None, ge=1, le=65535, description="Port of the Prometheus /metrics endpoint; unset: no endpoint.")
     gpu_memory_gb: Optional[float] = Field(

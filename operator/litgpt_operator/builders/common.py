@@ -21,6 +21,9 @@ QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"  # Kueue's workload priority, passed on when set
 KIND_LABEL = "litgpt.dev/kind"
 GENERATION_ANNOTATION = "litgpt.dev/spec-generation"
+# On a Job the operator stopped (stop_patch): why, for the parent's status.
+STOPPED_ANNOTATION = "litgpt.dev/stopped"
+STOPPED_REASON_ANNOTATION = "litgpt.dev/stopped-reason"
 
 # Mount points inside runtime pods; the same claim is mounted at the same path in every pod, so
 # paths a finetune writes (e.g. a LoRA output's reference to its base checkpoint) hold when served.
@@ -317,3 +320,10 @@ def flags(prefix: str, values: dict[str, Any]) -> list[str]:
         if value is not None:
             out += [f"--{prefix}{name}", flag_value(value)]
     return out
+
+
+def stop_patch(message: str, reason: str) -> dict[str, Any]:
+    """A merge patch ending a Job now (its active deadline already past: the Job controller
+    terminates its pods and marks it failed), saying why: the parent reads Failed with `reason`."""
+    return {"metadata": {"annotations": {STOPPED_ANNOTATION: message, STOPPED_REASON_ANNOTATION: reason}},
+            "spec": {"activeDeadlineSeconds": 1}}

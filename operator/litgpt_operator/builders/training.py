@@ -12,7 +12,7 @@ Auto-resume, decided here with the rest of the command line:
     so the Job controller simply creates a new pod; and on one pod, fails the Job at once when the
     runtime exits with a code another pod would meet the same way (`DETERMINISTIC_EXIT_CODES`).
 Ignored disruptions have no bound in the Job controller: the operator counts them (the parent's
-`status.attempts`) and stops a Job past its resume budget with `stop_patch`.
+`status.attempts`) and stops a Job past its resume budget with `common.stop_patch`.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ RESUME_FLAGS = ["--resume", "auto"]
 # by its code (observe: EXIT_REASONS). 5 (stalled) and 6 (checksum) stay retryable.
 DETERMINISTIC_EXIT_CODES = [1, 2, AccessDenied.exit_code, NotFound.exit_code, InvalidData.exit_code]
 # On a Job the operator stopped: why (the parent's failure message starts with it).
-STOPPED_ANNOTATION = "litgpt.dev/stopped"
 
 
 def scale_flags(spec) -> list[str]:
@@ -110,9 +109,3 @@ def training_children(
     if multi_node:
         return [build_headless_service(parent, job_name, component, spec), job]
     return [job]
-
-
-def stop_patch(reason: str) -> dict[str, Any]:
-    """A merge patch ending a running Job now (its active deadline already past: the Job
-    controller terminates its pods and marks it failed), saying why."""
-    return {"metadata": {"annotations": {STOPPED_ANNOTATION: reason}}, "spec": {"activeDeadlineSeconds": 1}}

@@ -6,14 +6,21 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Callable, Optional
 
 from litgpt_runtime import progress_record  # torch-free: the runtime's progress record, read here
 
 from litgpt_operator import datacheck, fitcheck, kube, observe, progress
-from litgpt_operator.builders.common import CONTAINER, GENERATION_ANNOTATION, Parent
+from litgpt_operator.builders.common import (
+    CONTAINER,
+    GENERATION_ANNOTATION,
+    STOPPED_ANNOTATION,
+    STOPPED_REASON_ANNOTATION,
+    Parent,
+    stop_patch,
+)
 from litgpt_operator.builders.sources import ModelCheckpoint, OutputLocation
-from litgpt_operator.builders.training import STOPPED_ANNOTATION, stop_patch
 from litgpt_operator.builders.validation import CHECKS_ANNOTATION
 from litgpt_operator.handlers.children import create_children, get_ours
 from litgpt_operator.settings import Settings
@@ -162,24 +169,72 @@ def training_fields(namespace: str, job_name: str, previous_status: dict, phase:
     return fields
 
 
+def stopped_state(job: dict, state: observe.JobState) -> observe.JobState:
+    """A Job the operator stopped (`stop_patch`) reads as failed, with the reason it was stopped
+    for, from the moment it was stopped (its pods are being terminated)."""
+    annotations = job["metadata"].get("annotations") or {}
+    stopped = annotations.get(STOPPED_ANNOTATION)
+    if not stopped:
+        return state
+    message = f"{stopped} {state.message}" if state.phase == "Failed" else stopped
+    return dataclasses.replace(state, phase="Failed",
+                               reason=annotations.get(STOPPED_REASON_ANNOTATION, "ResumeBudgetExhausted"),
+                               message=message)
+
+
 def within_resume_budget(parent: Parent, job: dict, state: observe.JobState, attempts: Optional[int],
                          settings: Settings) -> observe.JobState:
     """A training Job resumed after more evictions (or lost nodes) than `settings.resume_budget`
     is stopped (the Job controller ignores disruptions without bound), and reads as failed with
     reason ResumeBudgetExhausted."""
-    stopped = (job["metadata"].get("annotations") or {}).get(STOPPED_ANNOTATION)
-    if stopped:
-        if state.phase == "Failed":
-            return dataclasses.replace(state, reason="ResumeBudgetExhausted", message=f"{stopped} {state.message}")
-        return state
+    if (job["metadata"].get("annotations") or {}).get(STOPPED_ANNOTATION):
+        return stopped_state(job, state)
     # Pods beyond the first that the Job's failure count does not explain: resumed disruptions.
     resumes = (attempts or 1) - 1 - int((job.get("status") or {}).get("failed") or 0)
     if state.phase in ("Pending", "Running") and resumes > settings.resume_budget:
         message = (f"Job {job['metadata']['name']} was stopped after {resumes} resumes from evictions or lost "
                    f"nodes (the operator's resume budget is {settings.resume_budget}); find out why its pods "
                    "are evicted (node pressure, preemption), then delete and re-create the object.")
-        kube.patch("Job", parent.namespace, job["metadata"]["name"], stop_patch(message), job["metadata"]["uid"])
+        kube.patch("Job", parent.namespace, job["metadata"]["name"], stop_patch(message, "ResumeBudgetExhausted"),
+                   job["metadata"]["uid"])
     return state
+
+
+def claim_wait(parent: Parent, job: dict, state: observe.JobState, settings: Settings,
+               now: Optional[datetime] = None) -> tuple[observe.JobState, Optional[str]]:
+    """A Job whose pods wait for a claim that is not bound (or does not exist): -> (its state with
+    reason ClaimNotBound, what to re-check) for `settings.claim_bind_timeout_seconds` after the Job
+    was created; then the Job is stopped and reads as Failed/ClaimNotBound (the pods would
+    otherwise stay Pending, and the parent with them, without end)."""
+    if state.phase != "Pending" or (job["metadata"].get("annotations") or {}).get(STOPPED_ANNOTATION):
+        return stopped_state(job, state), None
+    pod = (job.get("spec") or {}).get("template", {}).get("spec") or {}
+    names = sorted({v["persistentVolumeClaim"]["claimName"] for v in pod.get("volumes") or []
+                    if v.get("persistentVolumeClaim")})
+    problems = []
+    for name in names:
+        claim = kube.get("PersistentVolumeClaim", parent.namespace, name)
+        if claim is None:
+            problems.append(f"claim {name} does not exist")
+        elif (claim.get("status") or {}).get("phase") != "Bound":
+            storage_class = (claim.get("spec") or {}).get("storageClassName")
+            problems.append(f"claim {name} is not bound"
+                            + (f" (storage class {storage_class})" if storage_class else " (default storage class)"))
+    if not problems:
+        return state, None
+    created = datetime.strptime(job["metadata"]["creationTimestamp"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    waited = ((now or datetime.now(timezone.utc)) - created).total_seconds()
+    what = "; ".join(problems)
+    limit = settings.claim_bind_timeout_seconds
+    if waited < limit:
+        message = f"Job {job['metadata']['name']}'s pods wait: {what} ({waited:.0f} s of {limit:.0f} s)."
+        return dataclasses.replace(state, reason="ClaimNotBound", message=message), message
+    message = (f"{what[0].upper()}{what[1:]} after {limit:.0f} s, so Job {job['metadata']['name']} was stopped. "
+               "Check that the storage class exists and its provisioner runs (kubectl describe pvc), or create "
+               f"the claim; then delete and re-create this {parent.kind}.")
+    kube.patch("Job", parent.namespace, job["metadata"]["name"], stop_patch(message, "ClaimNotBound"),
+               job["metadata"]["uid"])
+    return dataclasses.replace(state, phase="Failed", reason="ClaimNotBound", message=message), None
 
 
 def previous_condition(body: dict, type_: str) -> Optional[Cond]:
@@ -285,8 +340,9 @@ def reconcile_training(body: dict, spec: Any, settings: Settings, job_name: str,
     output = OutputLocation.from_annotations(job["metadata"].get("annotations") or {})
     fields.update(training_fields(parent.namespace, job_name, previous, state.phase, output))
     state = within_resume_budget(parent, job, state, fields.get("attempts"), settings)
+    state, waiting_for = claim_wait(parent, job, state, settings)
     phase, outcome = job_outcome(state)
     spec_change = spec_change_condition(parent.kind, parent.generation, job, state)
     resumed = progress.resumed_condition(fields.get("resumedStep"), fields.get("attempts"), fields.get("lastCheckpoint"))
     conditions = [*before, *outcome, *([resumed] if resumed else []), *([spec_change] if spec_change else [])]
-    return Observed(phase, conditions, fields)
+    return Observed(phase, conditions, fields, waiting_for=waiting_for)

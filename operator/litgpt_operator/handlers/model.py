@@ -17,6 +17,7 @@ from litgpt_operator.builders.model import (
 from litgpt_operator.builders.sources import checkpoint_path
 from litgpt_operator.handlers.core import reconciler
 from litgpt_operator.handlers.jobs import (
+    claim_wait,
     finetune_dependency,
     job_outcome,
     job_pods,
@@ -45,6 +46,7 @@ def reconcile_model(body: dict, settings: Settings) -> Observed:
     if job is None:
         children = [c for c in (build_cache_claim(parent, spec), build_download_job(parent, spec, settings)) if c]
         job, state = start_job(parent, children, settings)
+    state, waiting_for = claim_wait(parent, job, state, settings)
     phase, conditions = job_outcome(state, "Ready", READY_PHASES)
     if state.phase == "Succeeded":
         # Kept once read: the download's pods may be garbage-collected later.
@@ -56,7 +58,7 @@ def reconcile_model(body: dict, settings: Settings) -> Observed:
             f"{spec.repo_id} is downloaded to {checkpoint_path(spec.repo_id, spec.revision)} in claim {claim}.",
         )
     spec_change = spec_change_condition("LitGPTModel", parent.generation, job, state)
-    return Observed(phase, conditions + ([spec_change] if spec_change else []), fields)
+    return Observed(phase, conditions + ([spec_change] if spec_change else []), fields, waiting_for=waiting_for)
 
 
 def reconcile_finetuned_model(body: dict, spec, settings: Settings) -> Observed:
@@ -89,6 +91,7 @@ def reconcile_finetuned_model(body: dict, spec, settings: Settings) -> Observed:
     folder = output.get("path") or (body.get("status") or {}).get("checkpointPath")
     fields.update(claimName=claim, checkpointPath=folder, baseRepoId=output.get("baseRepoId")
                   or (body.get("status") or {}).get("baseRepoId"))
+    state, waiting_for = claim_wait(parent, job, state, settings)
     phase, conditions = job_outcome(state, "Ready", {"Running": "Verifying", "Succeeded": "Ready"})
     if state.phase == "Succeeded":
         fields["digest"] = expected
@@ -101,4 +104,4 @@ def reconcile_finetuned_model(body: dict, spec, settings: Settings) -> Observed:
                    f"point source.finetuneRef at another one. {state.message}")
         conditions = [Cond.of("Ready", False, "ChecksumMismatch", message, warning=True),
                       Cond.of("Failed", True, "ChecksumMismatch", message, warning=True)]
-    return Observed(phase, conditions, fields)
+    return Observed(phase, conditions, fields, waiting_for=waiting_for)

@@ -6,7 +6,7 @@ import random
 
 import kopf
 
-from litgpt_operator import kube, metrics
+from litgpt_operator import kube, metrics, outages
 from litgpt_operator import settings as litgpt_settings
 from litgpt_operator.handlers.core import RECHECKS, WORK
 
@@ -27,6 +27,11 @@ def configure(settings: kopf.OperatorSettings, logger, **_) -> None:
     # model") would only repeat them.
     settings.posting.enabled = True
     settings.posting.loggers = False
+    # kopf's own requests (watches, Events) retry an unreachable API server
+    # (litgpt_operator.outages): at most 5 s apart, so the operator
+    # resumes within seconds of a restarted API server (kopf's default waits up to 21 s
+    # between its last tries), and for about five minutes in all (kopf's default: 54 s).
+    settings.networking.error_backoffs = outages.BACKOFF_S
     settings.peering.standalone = ours.standalone
     # Replicas of one Deployment share their settings; kopf pauses every peer of equal priority,
     # so each process draws its own: the highest works, the others stand by (issue 5, HA).
@@ -35,6 +40,7 @@ def configure(settings: kopf.OperatorSettings, logger, **_) -> None:
         metrics.serve_once(ours.metrics_port)
     if not ours.standalone:
         settings.peering.name = ours.peering_name
+        settings.peering.lifetime = ours.peering_lifetime_seconds
     if ours.watch_server_timeout_seconds:
         settings.watching.server_timeout = ours.watch_server_timeout_seconds
         settings.watching.client_timeout = ours.watch_server_timeout_seconds + 10
