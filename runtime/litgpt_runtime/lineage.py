@@ -71,7 +71,7 @@ def base_origin(base_dir: Path) -> tuple[str, Optional[str]]:
 
 def build(final_dir: Path, base_dir: Path, method: str, data_path: Optional[str | Path],
           hparams: dict[str, Any]) -> dict[str, Any]:
-    from litgpt_runtime.checkpoint import checkpoint_digest
+    from litgpt_runtime.checkpoint import checkpoint_digest, read_marker
 
     repo_id, revision = base_origin(base_dir)
     record = {
@@ -82,7 +82,8 @@ def build(final_dir: Path, base_dir: Path, method: str, data_path: Optional[str 
         "baseRevision": revision,
         "baseDigest": checkpoint_digest(base_dir),
         "datasetDigest": dataset_digest(data_path) if data_path is not None else None,
-        "weightsDigest": checkpoint_digest(final_dir),
+        # An unmerged LoRA output is not a checkpoint of its own (merge_lora makes it one): no digest.
+        "weightsDigest": checkpoint_digest(final_dir) if read_marker(final_dir) is not None else None,
         "hyperparameters": json.loads(json.dumps(hparams, default=str)),
     }
     return {k: v for k, v in record.items() if v is not None}

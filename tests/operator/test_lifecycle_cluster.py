@@ -31,7 +31,10 @@ def test_spec_change_of_a_finished_job_does_not_rerun_it(k8s, operator):
     ready_model(k8s)
     k8s.apply(finetune())
     done = k8s.wait_phase("FinetuneJob", "ft", "Succeeded")
-    job_uid = k8s.get("Job", "ft-finetune")["metadata"]["uid"]
+    uids = lambda: {j["metadata"]["name"]: j["metadata"]["uid"]  # noqa: E731
+                    for j in k8s.list("Job", {"app.kubernetes.io/instance": "ft"})}
+    before = uids()
+    assert set(before) == {"ft-validate", "ft-finetune"}  # the data check, then the training
 
     k8s.apply(finetune(train={"epochs": 5, "globalBatchSize": 4, "microBatchSize": 2}))
     changed = wait_for(lambda: condition(k8s.get("FinetuneJob", "ft"), "SpecApplied"), "SpecApplied condition", timeout_s=30)
@@ -39,10 +42,10 @@ def test_spec_change_of_a_finished_job_does_not_rerun_it(k8s, operator):
     assert "not re-run" in changed["message"]
     body = k8s.get("FinetuneJob", "ft")
     assert body["status"]["phase"] == "Succeeded" and body["status"]["observedGeneration"] == done["metadata"]["generation"] + 1
-    jobs = k8s.list("Job", {"app.kubernetes.io/instance": "ft"})
-    assert [j["metadata"]["uid"] for j in jobs] == [job_uid]
-    epochs = command(jobs[0]).index("--train.epochs") + 1
-    assert command(jobs[0])[epochs] == "2"  # still the spec it started with
+    assert uids() == before  # neither the check nor the training ran again
+    job = k8s.get("Job", "ft-finetune")
+    epochs = command(job).index("--train.epochs") + 1
+    assert command(job)[epochs] == "2"  # still the spec it started with
     k8s.wait_events(["ft"], {"FinishedJobNotRerun"})
 
     # What it trains (method, model, data) cannot change at all once it ran: the API server refuses.
@@ -106,7 +109,7 @@ def test_restart_while_waiting_for_the_model(k8s, monkeypatch):
         k8s.wait_phase("FinetuneJob", "ft", "Succeeded", timeout=90)
     finally:
         runner.stop()
-    assert sorted(j["metadata"]["name"] for j in k8s.list("Job")) == ["ft-finetune", "pythia-download"]
+    assert sorted(j["metadata"]["name"] for j in k8s.list("Job")) == ["ft-finetune", "ft-validate", "pythia-download"]
     assert not runner.crashes(), "\n".join(runner.crashes())
 
 

@@ -118,7 +118,9 @@ def main(checkpoint_dir: Path, out_dir: Path | None = None) -> None:
     from litgpt_runtime.checkpoint import is_complete, refuse_litgpt_folder
 
     checkpoint_dir = Path(checkpoint_dir)
-    if (checkpoint_dir / "lit_lora.safetensors").is_file():
+    # A merged LoRA output keeps its LoRA weights beside the merged ones (to serve as an adapter):
+    # only a LoRA file in a folder not yet complete is an unmerged finetune.
+    if (checkpoint_dir / "lit_lora.safetensors").is_file() and not is_complete(checkpoint_dir):
         raise UserError(f"{checkpoint_dir} holds unmerged LoRA weights; run `litgpt merge_lora {checkpoint_dir}` first.")
     if (checkpoint_dir / "peft.yaml").is_file():
         raise UserError(
