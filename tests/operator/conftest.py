@@ -11,7 +11,9 @@ import pytest
 
 from litgpt_operator import kube as operator_kube
 from litgpt_operator.api import KINDS
-from tests.operator.helpers import OPERATOR_ENV, REPO_ROOT, K8s, OperatorRunner
+from litgpt_devcluster.hf_tiny import make_hf_model_dir
+from litgpt_devcluster.hub_server import HubServer, make_repo
+from tests.operator.helpers import OPERATOR_ENV, REPO_ROOT, TINY_REPO_ID, K8s, OperatorRunner
 from tests.packaging.packaging_support import install_chart_crds
 
 
@@ -46,3 +48,13 @@ def operator(k8s, monkeypatch):
     # A handler that crashed (rather than reporting a condition) is a bug even if the test's
     # assertions passed: kopf would only have retried it later.
     assert not runner.crashes(), "\n".join(runner.crashes())
+
+
+@pytest.fixture
+def hub(tmp_path):
+    """The local Hub file server holding TINY_REPO_ID (a tiny random Llama), for the tests whose
+    pods download for real (exec node)."""
+    root = tmp_path / "hub"
+    make_repo(root, TINY_REPO_ID, make_hf_model_dir("llama", tmp_path / "hf-model"))
+    with HubServer(root) as server:
+        yield server

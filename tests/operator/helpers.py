@@ -167,6 +167,7 @@ def _free_port() -> int:
 # --- small manifests --------------------------------------------------------------------------
 
 API = "litgpt.dev/v1alpha1"
+TINY_REPO_ID = "tiny-org/tiny-llama"  # the `hub` fixture's repo (tests/operator/conftest.py)
 EXIT_CODE = "node-agent.litgpt.dev/exit-code"
 RUN_SECONDS = "node-agent.litgpt.dev/run-seconds"
 

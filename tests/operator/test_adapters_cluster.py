@@ -10,12 +10,10 @@ import json
 
 import pytest
 
-from tests.operator.helpers import API, OPERATOR_ENV, ON_EXEC_NODE, OperatorRunner, condition
-from litgpt_devcluster.hf_tiny import make_hf_model_dir
-from litgpt_devcluster.hub_server import HubServer, make_repo
+from tests.operator.helpers import API, OPERATOR_ENV, ON_EXEC_NODE, OperatorRunner, condition, TINY_REPO_ID
 
 pytestmark = pytest.mark.slow
-REPO_ID = "tiny-org/tiny-llama"
+REPO_ID = TINY_REPO_ID
 QUESTION = "Say hello."
 ANSWERS = {"english": "Hello!", "french": "Bonjour!"}
 PORT = 18933
@@ -44,13 +42,6 @@ def server(adapters: list[tuple[str, str]]) -> dict:
             "spec": {"modelRef": {"name": "tiny"}, "gpus": 0, "port": PORT, "maxNewTokens": 12,
                      "adapters": [{"name": n, "finetuneRef": {"name": f}} for n, f in adapters], **ON_EXEC_NODE}}
 
-
-@pytest.fixture
-def hub(tmp_path):
-    root = tmp_path / "hub"
-    make_repo(root, REPO_ID, make_hf_model_dir("llama", tmp_path / "hf-model"))
-    with HubServer(root) as hub_server:
-        yield hub_server
 
 
 def ask(model: str) -> str:

@@ -10,21 +10,12 @@ import urllib.request
 
 import pytest
 
-from tests.operator.helpers import API, OPERATOR_ENV, ON_EXEC_NODE, OperatorRunner, condition
-from litgpt_devcluster.hf_tiny import make_hf_model_dir
-from litgpt_devcluster.hub_server import HubServer, make_repo
+from tests.operator.helpers import API, OPERATOR_ENV, ON_EXEC_NODE, OperatorRunner, condition, TINY_REPO_ID
 
 pytestmark = pytest.mark.slow
-REPO_ID = "tiny-org/tiny-llama"
+REPO_ID = TINY_REPO_ID
 RECORDS = [{"instruction": f"Repeat {w}.", "input": "", "output": w} for w in ("red", "green", "blue", "cyan")]
 
-
-@pytest.fixture
-def hub(tmp_path):
-    root = tmp_path / "hub"
-    make_repo(root, REPO_ID, make_hf_model_dir("llama", tmp_path / "hf-model"))
-    with HubServer(root) as server:
-        yield server
 
 
 def test_download_finetune_serve_for_real(k8s, hub, monkeypatch):

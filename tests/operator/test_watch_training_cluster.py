@@ -16,25 +16,16 @@ from datetime import datetime, timezone
 
 import pytest
 
-from tests.operator.helpers import API, OPERATOR_ENV, ON_EXEC_NODE, OperatorRunner, condition, wait_for
-from litgpt_devcluster.hf_tiny import make_hf_model_dir
-from litgpt_devcluster.hub_server import HubServer, make_repo
+from tests.operator.helpers import API, OPERATOR_ENV, ON_EXEC_NODE, OperatorRunner, condition, wait_for, TINY_REPO_ID
 
 pytestmark = pytest.mark.slow
-REPO_ID = "tiny-org/tiny-llama"
+REPO_ID = TINY_REPO_ID
 RECORDS = [{"instruction": f"Repeat {w}.", "input": "", "output": w}
            for w in ("red", "green", "blue", "cyan", "pink", "gold", "gray", "teal")]
 BROKEN = [*RECORDS[:2], {"instruction": "Repeat lime."}, *RECORDS[2:]]  # record 3 has no output
 # Tolerance on the freshness: the record's time has whole seconds.
 FRESH_S = 10 + 1
 
-
-@pytest.fixture
-def hub(tmp_path):
-    root = tmp_path / "hub"
-    make_repo(root, REPO_ID, make_hf_model_dir("llama", tmp_path / "hf-model"))
-    with HubServer(root) as server:
-        yield server
 
 
 def finetune(name: str, records: list, **train) -> dict:

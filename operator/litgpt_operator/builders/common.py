@@ -12,6 +12,7 @@ from typing import Any, Optional
 
 from litgpt_operator.api.common import ResourceRequirements
 from litgpt_operator.settings import Settings
+from litgpt_runtime.termination import TERMINATION_LOG_ENV  # torch-free: the runtime reads this variable
 
 MANAGED_BY = "litgpt-operator"
 # Kueue pass-through: a parent labelled with a queue gets its Jobs created suspended and labelled
@@ -139,11 +140,17 @@ def env_var(name: str, value: str) -> dict[str, Any]:
     return {"name": name, "value": value}
 
 
+def fail_job_on_exit_codes(codes: list[int]) -> dict[str, Any]:
+    """A podFailurePolicy rule ending the Job at once when the container exits with one of `codes`
+    (another pod would fail the same way)."""
+    return {"action": "FailJob", "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": list(codes)}}
+
+
 def termination_log_env() -> dict[str, Any]:
     """Where the runtime leaves what it reports (a download's digest, a finetune's lineage, a failure's
     reason): the container's terminationMessagePath, named explicitly so that nodes without
     /dev/termination-log can map it (litgpt_runtime.termination)."""
-    return env_var("LITGPT_TERMINATION_LOG", TERMINATION_MESSAGE_PATH)
+    return env_var(TERMINATION_LOG_ENV, TERMINATION_MESSAGE_PATH)
 
 
 def base_env() -> list[dict[str, Any]]:

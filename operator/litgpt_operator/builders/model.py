@@ -75,8 +75,7 @@ def build_download_job(parent: c.Parent, spec: LitGPTModelSpec, settings: Settin
     # A refusal (bad token, gated repo, no such repo or revision) or a usage error ends the Job at
     # once: another pod would be refused the same way. Stalls and checksum mismatches stay
     # retryable (the runtime already retried the stall with back-off; a bad file was deleted).
-    job["spec"]["podFailurePolicy"] = {"rules": [{"action": "FailJob", "onExitCodes": {
-        "containerName": c.CONTAINER, "operator": "In", "values": FINAL_DOWNLOAD_EXIT_CODES}}]}
+    job["spec"]["podFailurePolicy"] = {"rules": [c.fail_job_on_exit_codes(FINAL_DOWNLOAD_EXIT_CODES)]}
     return job
 
 
@@ -94,6 +93,5 @@ def build_verify_job(parent: c.Parent, spec: LitGPTModelSpec, claim: str, folder
     )
     template = c.pod_template(parent, VERIFY_COMPONENT, parts, spec, settings)
     job = c.job(parent, verify_job_name(parent), VERIFY_COMPONENT, template, spec.backoff_limit)
-    job["spec"]["podFailurePolicy"] = {"rules": [{"action": "FailJob", "onExitCodes": {
-        "containerName": c.CONTAINER, "operator": "In", "values": FINAL_VERIFY_EXIT_CODES}}]}
+    job["spec"]["podFailurePolicy"] = {"rules": [c.fail_job_on_exit_codes(FINAL_VERIFY_EXIT_CODES)]}
     return job

@@ -81,8 +81,7 @@ def pod_failure_policy(single_pod: bool) -> dict[str, Any]:
     if single_pod:
         # With several pods, one disrupted pod makes its peers exit 1 (the collective breaks):
         # those failures are retried (backoffLimit) rather than ending the Job.
-        rules.append({"action": "FailJob", "onExitCodes": {"containerName": c.CONTAINER, "operator": "In",
-                                                           "values": DETERMINISTIC_EXIT_CODES}})
+        rules.append(c.fail_job_on_exit_codes(DETERMINISTIC_EXIT_CODES))
     return {"rules": rules}
 
 

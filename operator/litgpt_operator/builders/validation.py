@@ -16,7 +16,6 @@ import hashlib
 import json
 from typing import Any
 
-from litgpt_runtime.termination import TERMINATION_LOG_ENV  # torch-free
 
 from litgpt_operator.api.finetunejob import FinetuneJobSpec
 from litgpt_operator.builders import common as c
@@ -60,7 +59,7 @@ def build_validation_children(
     parts = c.PodParts(
         command=command,
         # Named explicitly (the runtime would also find the kubelet's file): where the summary goes.
-        env=[c.env_var(TERMINATION_LOG_ENV, c.TERMINATION_MESSAGE_PATH)],
+        env=[c.termination_log_env()],
         volumes=[c.claim_volume("models", model.claim_name, read_only=True), volume],
         mounts=[c.mount("models", c.MODELS_MOUNT, read_only=True), c.mount("data", c.DATA_MOUNT, read_only=True)],
         resources=RESOURCES,
