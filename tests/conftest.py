@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -72,14 +71,19 @@ class Kube:
         return name
 
 
-@pytest.fixture(scope="session")
-def kube(tmp_path_factory) -> Kube:
+def require_control_plane() -> None:
+    """Skip without the locally built binaries; in CI (CI=true) their absence is a failure."""
     try:
         controlplane.installed_bin_dir()
     except BinariesMissing as error:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"{error} (CI must build the control plane before the tests)", pytrace=False)
         pytest.skip(f"no local control plane: {controlplane.INSTALL_HINT}")
+
+
+@pytest.fixture(scope="session")
+def kube(tmp_path_factory) -> Kube:
+    require_control_plane()
     cp = ControlPlane(state_dir=tmp_path_factory.mktemp("control-plane"), tie_to_parent=True)
     previous = os.environ.get("KUBECONFIG")
     try:

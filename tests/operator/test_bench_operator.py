@@ -10,19 +10,14 @@ import sys
 
 import pytest
 
-from litgpt_devcluster import controlplane
+from tests.conftest import require_control_plane
 from tests.operator.helpers import REPO_ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
 
 def test_the_benchmark_runs_at_n_6_and_prints_the_table(tmp_path):
-    try:
-        controlplane.installed_bin_dir()
-    except controlplane.BinariesMissing as error:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{error} (CI must build the control plane before the tests)", pytrace=False)
-        pytest.skip(f"no local control plane: {controlplane.INSTALL_HINT}")
+    require_control_plane()
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "benchmarks" / "bench_operator.py"), "--sizes", "6", "--modes", "burst",
          "--timeout", "240", "--work-dir", str(tmp_path / "work")],

@@ -5,7 +5,6 @@ finetune (and the server of that finetune), a server of a finetune that failed."
 from __future__ import annotations
 
 import logging
-import re
 
 import pytest
 

@@ -14,10 +14,9 @@ import time
 
 import pytest
 
-from litgpt_devcluster import controlplane
-from litgpt_devcluster.controlplane import BinariesMissing, ControlPlane
+from litgpt_devcluster.controlplane import ControlPlane
 from litgpt_operator import kube as operator_kube
-from tests.conftest import Kube
+from tests.conftest import Kube, require_control_plane
 from tests.operator.faults_support import (
     FAULT_FLAGS,
     SIM_NODES,
@@ -35,12 +34,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
 @pytest.fixture(scope="module")
 def plane(tmp_path_factory) -> Kube:
-    try:
-        controlplane.installed_bin_dir()
-    except BinariesMissing as error:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{error} (CI must build the control plane before the tests)", pytrace=False)
-        pytest.skip(f"no local control plane: {controlplane.INSTALL_HINT}")
+    require_control_plane()
     cp = ControlPlane(state_dir=tmp_path_factory.mktemp("faults-plane"), nodes=SIM_NODES, tie_to_parent=True,
                       extra_args=FAULT_FLAGS)
     try:
