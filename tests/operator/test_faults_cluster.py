@@ -317,8 +317,9 @@ def test_a_lost_node_s_training_resumes_on_another_node_and_its_server_comes_bac
                           **ON_EXEC_NODE}},
                 {"apiVersion": API, "kind": "FinetuneJob", "metadata": {"name": "long"},
                  "spec": {"modelRef": {"name": "tiny"}, "data": {"inline": json.dumps(records)},
-                          "train": {"maxSteps": 100000, "globalBatchSize": 1, "microBatchSize": 1, "maxSeqLength": 64,
-                                    "saveInterval": 2},
+                          # Long enough to outlive the node: the method's default epochs (3) would end it in 9 steps.
+                          "train": {"epochs": 100000, "maxSteps": 100000, "globalBatchSize": 1, "microBatchSize": 1,
+                                    "maxSeqLength": 64, "saveInterval": 2},
                           "gpusPerNode": 0, "precision": "32-true", **ON_EXEC_NODE}},
                 {"apiVersion": API, "kind": "ModelServer", "metadata": {"name": "chat"},
                  "spec": {"modelRef": {"name": "tiny"}, "gpus": 0, "port": port, **ON_EXEC_NODE}},
