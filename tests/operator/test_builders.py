@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -148,7 +149,8 @@ def test_finetune_inline_data_goes_through_a_configmap():
     configmap, job = finetune.build_finetune_children(parent("FinetuneJob"), spec, CHECKPOINT, SETTINGS)
     assert configmap["kind"] == "ConfigMap" and configmap["data"] == {"data.json": records}
     volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
-    assert volumes["data"] == {"name": "data", "configMap": {"name": "demo-data"}}
+    assert volumes["data"] == {"name": "data", "configMap": {"name": configmap["metadata"]["name"]}}
+    assert configmap["metadata"]["name"] == f"demo-data-{hashlib.sha256(records.encode()).hexdigest()[:10]}"
     assert volumes["output"]["persistentVolumeClaim"] == {"claimName": "results", "readOnly": False}
     command = container(job)["command"]
     assert command[command.index("--data.json_path") + 1] == "/data/data.json"

@@ -91,6 +91,21 @@ def test_the_job_says_what_it_checks_so_a_corrected_spec_is_checked_again():
     assert checks(train={"maxSeqLength": 512, "learningRate": 0.1}, gpusPerNode=4) == base
 
 
+def test_edited_inline_data_is_a_new_configmap_so_it_is_checked_again_and_a_running_job_keeps_its_own():
+    def children(inline: str):
+        s = spec(data={"inline": inline}, train={})
+        configmap, check = validation.build_validation_children(QUEUED, s, CHECKPOINT, SETTINGS)
+        training = finetune.build_finetune_children(QUEUED, s, CHECKPOINT, SETTINGS)[-1]
+        volumes = {v["name"]: v for v in pod(training)["volumes"]}
+        assert volumes["data"]["configMap"]["name"] == configmap["metadata"]["name"]
+        return configmap, check["metadata"]["annotations"][validation.CHECKS_ANNOTATION]
+
+    (first, checked), (fixed, rechecked) = children('[{"instruction": "a"}]'), children('[{"instruction": "a", "output": "b"}]')
+    assert first["metadata"]["name"] != fixed["metadata"]["name"] and checked != rechecked
+    assert children('[{"instruction": "a"}]')[0] == first  # the same data: the same object, created once
+    assert first["metadata"]["name"].startswith(f"{QUEUED.name}-data-")
+
+
 def test_inline_data_gets_its_configmap_first_and_no_max_seq_length_means_the_models():
     s = spec(data={"inline": '[{"instruction": "a", "output": "b"}]'}, train={})
     configmap, job = validation.build_validation_children(QUEUED, s, CHECKPOINT, SETTINGS)

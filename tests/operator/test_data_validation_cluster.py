@@ -5,6 +5,8 @@ off runs no check."""
 
 from __future__ import annotations
 
+import pytest
+
 from tests.operator.helpers import EXIT_CODE, INLINE_DATA, condition, finetune, ready_model, wait_for
 
 INVALID = {EXIT_CODE: "7"}  # `litgpt validate_data`'s exit status for bad data (errors.InvalidData)
@@ -33,18 +35,23 @@ def test_strict_failed_check_fails_the_job_without_a_training_job(k8s, operator)
     assert len(k8s.list("Pod", {"batch.kubernetes.io/job-name": "ft-validate"})) == 1
 
 
-def test_a_corrected_spec_is_checked_again_and_the_job_continues(k8s, operator):
+@pytest.mark.parametrize("fix", [{"inline": INLINE_DATA, "promptStyle": "alpaca"},
+                                 {"inline": '[{"instruction": "a", "output": "b"}, {"instruction": "c", "output": "d"}]'}],
+                         ids=["another prompt style", "edited inline data"])
+def test_a_corrected_spec_is_checked_again_and_the_job_continues(k8s, operator, fix):
     ready_model(k8s)
     k8s.apply(finetune(podMetadata={"annotations": INVALID}))
     first = k8s.wait_phase("FinetuneJob", "ft", "Failed")
     assert "delete Job ft-validate to check again" in condition(first, "DataValidated")["message"]
     old_uid = k8s.get("Job", "ft-validate")["metadata"]["uid"]
-    # the fix: another prompt style (and the scripted failure gone); the check runs again, passes, it trains
-    k8s.apply(finetune(data={"inline": INLINE_DATA, "promptStyle": "alpaca"}))
+    # the fix (and the scripted failure gone): the check runs again, on the data as it is now, passes, it trains
+    k8s.apply(finetune(data=fix))
     body = k8s.wait_phase("FinetuneJob", "ft", "Succeeded", timeout=90)
     assert condition(body, "DataValidated")["status"] == "True"
     assert k8s.get("Job", "ft-validate")["metadata"]["uid"] != old_uid
     assert "DataChanged" in k8s.event_reasons("ft")
+    (volume,) = [v for v in k8s.get("Job", "ft-finetune")["spec"]["template"]["spec"]["volumes"] if v["name"] == "data"]
+    assert k8s.get("ConfigMap", volume["configMap"]["name"])["data"]["data.json"] == fix["inline"]
 
 
 def test_warn_reports_and_trains_and_off_skips_the_check(k8s, operator):

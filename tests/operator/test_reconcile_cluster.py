@@ -54,7 +54,8 @@ def test_finetune_waits_for_its_model_then_succeeds(k8s, operator):
     ready_model(k8s)
     job = wait_for(lambda: k8s.get("Job", "ft-finetune"), "the finetune Job", timeout_s=30)
     assert command(job) == built_command(k8s, "FinetuneJob", "ft")
-    assert k8s.get("ConfigMap", "ft-data")["data"]["data.json"].startswith("[{")
+    (data,) = [v["configMap"]["name"] for v in job["spec"]["template"]["spec"]["volumes"] if v["name"] == "data"]
+    assert k8s.get("ConfigMap", data)["data"]["data.json"].startswith("[{")
     body = k8s.wait_phase("FinetuneJob", "ft", "Succeeded")
     assert condition(body, "Succeeded")["status"] == "True"
     assert condition(body, "ModelReady")["status"] == "True"

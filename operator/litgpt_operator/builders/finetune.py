@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Optional
 
 from litgpt_operator.api.finetunejob import FinetuneJobSpec, LoRA
@@ -18,8 +19,11 @@ def job_name(parent: c.Parent) -> str:
     return c.child_name(parent.name, "finetune")
 
 
-def data_configmap_name(parent: c.Parent) -> str:
-    return c.child_name(parent.name, "data")
+def data_configmap_name(parent: c.Parent, inline: str) -> str:
+    """Named by its content: an edited `spec.data.inline` is a new ConfigMap, so the data check
+    (whose Job records its volume) sees the change and checks the new data, and a Job already
+    running keeps reading the data it started with."""
+    return c.child_name(parent.name, f"data-{hashlib.sha256(inline.encode()).hexdigest()[:10]}")
 
 
 def output_of(parent: c.Parent, spec: FinetuneJobSpec, model: ModelCheckpoint) -> OutputLocation:
@@ -32,7 +36,7 @@ def build_data_configmap(parent: c.Parent, spec: FinetuneJobSpec) -> Optional[di
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": c.metadata(parent, data_configmap_name(parent), "dataset"),
+        "metadata": c.metadata(parent, data_configmap_name(parent, spec.data.inline), "dataset"),
         "data": {INLINE_DATA_KEY: spec.data.inline},
     }
 
@@ -45,7 +49,7 @@ def data_volume(parent: c.Parent, spec: FinetuneJobSpec) -> tuple[dict[str, Any]
     if data.config_map is not None:
         name, key = data.config_map.name, data.config_map.key
     else:
-        name, key = data_configmap_name(parent), INLINE_DATA_KEY
+        name, key = data_configmap_name(parent, data.inline), INLINE_DATA_KEY
     return {"name": "data", "configMap": {"name": name}}, f"{c.DATA_MOUNT}/{key}"
 
 
