@@ -16,8 +16,9 @@ READ = ["get", "list", "watch"]
 
 # (apiGroups, resources, verbs, why): only what the code calls (kube.py and kopf's watches).
 RULES: list[tuple[list[str], list[str], list[str], str]] = [
-    ([GROUP], [k.plural for k in KINDS], READ + ["patch"],
-     "watch the custom resources; kopf patches its progress/last-handled annotations"),
+    # No patch: the handlers are kopf event handlers (no progress or last-handled annotations),
+    # and the operator writes only /status.
+    ([GROUP], [k.plural for k in KINDS], READ, "watch the custom resources"),
     ([GROUP], [f"{k.plural}/status" for k in KINDS], ["get", "patch"], "write status (conditions, phase)"),
     ([GROUP], [f"{k.plural}/finalizers" for k in KINDS], ["update"],
      "set blockOwnerDeletion on children (OwnerReferencesPermissionEnforcement)"),
