@@ -298,9 +298,10 @@ def test_rendered_chart_passes_server_side_dry_run(kube, namespace, chart_crds, 
             kube.kubectl("delete", "namespace", other, "--wait=false")
 
 
-def can_i(kube, sa: str, verb: str, resource: str, namespace: str | None) -> bool:
+def can_i(kube, sa: str, verb: str, resource: str, namespace: str | None, subresource: str = "") -> bool:
     args = ["auth", "can-i", verb, resource, f"--as={sa}"]
     args += ["-n", namespace] if namespace else []
+    args += [f"--subresource={subresource}"] if subresource else []
     return kube.kubectl(*args, check=False).strip() == "yes"
 
 
@@ -316,7 +317,8 @@ def test_installed_chart_grants_exactly_the_watched_namespaces(kube, namespace, 
         assert result.returncode == 0, result.stderr
         sa = f"system:serviceaccount:{namespace}:{release}-litgpt-operator"
         assert can_i(kube, sa, "create", "jobs.batch", watched)
-        assert can_i(kube, sa, "patch", "finetunejobs.litgpt.dev/status", watched)
+        assert can_i(kube, sa, "patch", "finetunejobs.litgpt.dev", watched, subresource="status")
+        assert not can_i(kube, sa, "patch", "finetunejobs.litgpt.dev", watched)  # only its status
         assert can_i(kube, sa, "patch", "kopfpeerings.kopf.dev", watched)
         assert can_i(kube, sa, "list", "customresourcedefinitions.apiextensions.k8s.io", None)
         assert not can_i(kube, sa, "create", "jobs.batch", unwatched)
