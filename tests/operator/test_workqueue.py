@@ -82,6 +82,54 @@ def test_different_objects_are_reconciled_at_once(queues):
     wait_for(lambda: len(done) == 4, "four reconciles", timeout_s=15)
 
 
+def test_urgent_objects_go_first_and_routine_ones_still_get_every_fifth_worker_turn(queues):
+    from litgpt_operator.handlers.workqueue import URGENT_PER_ROUTINE
+
+    runs = []
+    queue = queues(runs.append, workers=1)
+    routine = [("FinetuneJob", "ns", f"refresh{i}") for i in range(3)]
+    urgent = [("LitGPTModel", "ns", f"new{i}") for i in range(2 * URGENT_PER_ROUTINE)]
+    for key in routine:
+        queue.add(key)  # a pod event of an object that has its Job
+    for key in urgent:
+        queue.add(key, urgent=True)  # a new object: its first child should not wait behind refreshes
+    queue.start()
+    wait_for(queue.idle, "the queue to drain", timeout_s=5)
+    k = URGENT_PER_ROUTINE
+    assert runs == [*urgent[:k], routine[0], *urgent[k:], routine[1], routine[2]]
+
+
+def test_a_queued_routine_object_asked_for_urgently_moves_up_once(queues):
+    runs = []
+    queue = queues(runs.append, workers=1)
+    queue.add(("FinetuneJob", "ns", "other"))
+    queue.add(KEY)
+    queue.add(KEY, urgent=True)  # its dependency settled meanwhile
+    queue.add(KEY)
+    queue.start()
+    wait_for(queue.idle, "the queue to drain", timeout_s=5)
+    assert runs == [KEY, ("FinetuneJob", "ns", "other")]
+
+
+def test_an_urgent_ask_during_the_object_s_reconcile_runs_it_again_urgently(queues):
+    gate, runs = threading.Event(), []
+
+    def process(key):
+        runs.append(key)
+        if key == KEY and len(runs) == 1:
+            assert gate.wait(timeout=10)
+
+    queue = queues(process, workers=1)
+    queue.start()
+    queue.add(KEY)
+    wait_for(lambda: runs, "the first run", timeout_s=5)
+    queue.add(("FinetuneJob", "ns", "other"))
+    queue.add(KEY, urgent=True)
+    gate.set()
+    wait_for(lambda: len(runs) == 3 and queue.idle(), "the other runs", timeout_s=5)
+    assert runs == [KEY, KEY, ("FinetuneJob", "ns", "other")]
+
+
 def test_a_stopped_queue_forgets_what_waited(queues):
     runs = []
     queue = queues(runs.append)
@@ -146,3 +194,22 @@ def test_a_pod_wakes_its_parent_only_when_what_the_status_reads_changes():
         {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/3 nodes"}]}}
     signatures = {pod_signature(p) for p in (pod, stuck, failed, unschedulable)}
     assert len(signatures) == 4
+
+
+def test_a_new_object_referring_to_one_not_seen_settled_is_not_urgent(monkeypatch):
+    from litgpt_operator.handlers import kopf_wiring
+
+    monkeypatch.setattr(kopf_wiring, "PHASES", {("LitGPTModel", "ns", "downloading"): "Downloading",
+                                                ("LitGPTModel", "ns", "ready"): "Ready",
+                                                ("FinetuneJob", "ns", "training"): "Running",
+                                                ("FinetuneJob", "ns", "failed"): "Failed"})
+    waits = kopf_wiring.waits_for_unsettled
+    assert waits("FinetuneJob", "ns", {"modelRef": {"name": "downloading"}})
+    assert not waits("FinetuneJob", "ns", {"modelRef": {"name": "ready"}})
+    assert waits("FinetuneJob", "other", {"modelRef": {"name": "ready"}})  # another namespace's: not seen
+    assert waits("FinetuneJob", "ns", {"modelRef": {"name": "not-seen-yet"}})  # in a burst: created just after
+    assert waits("ModelServer", "ns", {"modelRef": {"name": "ready"},
+                                       "adapters": [{"name": "a", "finetuneRef": {"name": "training"}}]})
+    assert not waits("ModelServer", "ns", {"finetuneRef": {"name": "failed"}})  # it fails at once
+    assert waits("LitGPTModel", "ns", {"source": {"finetuneRef": {"name": "training"}}})
+    assert not waits("LitGPTModel", "ns", {"repoId": "EleutherAI/pythia-14m"})

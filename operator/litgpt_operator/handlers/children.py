@@ -48,16 +48,16 @@ def get_ours(kind: str, parent: Parent, name: str) -> Optional[dict]:
     return ours(kube.get(kind, parent.namespace, name), parent)
 
 
-def create_children(children: list[dict], parent: Parent) -> list[dict]:
+def create_children(children: list[dict], parent: Parent) -> list[tuple[Optional[dict], bool]]:
     """Create what is missing (in order); existing children are left as they are: Jobs are
     immutable, and a finished one must not run again. Children without an owner (a shared
-    model cache claim) are used as found, and not read back when they exist. -> the live objects
-    (None for an unowned child that existed)."""
+    model cache claim) are used as found, and not read back when they exist. -> (the live
+    object, whether this call created it) each (None for an unowned child that existed)."""
     live = []
     for child in children:
         owned = bool(child["metadata"].get("ownerReferences"))
-        obj, _ = kube.create_or_get(child, read_existing=owned)
-        live.append(ours(obj, parent) if owned else obj)
+        obj, created = kube.create_or_get(child, read_existing=owned)
+        live.append((ours(obj, parent) if owned else obj, created))
     return live
 
 

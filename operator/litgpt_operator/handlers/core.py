@@ -61,10 +61,12 @@ WORK = WorkQueue(_process)
 RECHECKS = Requeue(WORK.add)
 
 
-def enqueue(kind: KindInfo, namespace: str, name: str) -> None:
+def enqueue(kind: KindInfo, namespace: str, name: str, urgent: bool = False) -> None:
     """Reconcile this object soon (once for all the triggers until a worker takes it). Called
-    from kopf's handlers, whose context the reconcile runs in (for kopf.event)."""
-    WORK.add((kind.kind, namespace, name), contextvars.copy_context())
+    from kopf's handlers, whose context the reconcile runs in (for kopf.event). `urgent`: it may
+    need its first child (new, a new spec, a dependency settled), served before status refreshes
+    (`handlers.workqueue`)."""
+    WORK.add((kind.kind, namespace, name), contextvars.copy_context(), urgent=urgent)
 
 
 def _recheck_later(key: Key, result: Optional[status.Observed], error: Optional[BaseException]) -> None:

@@ -53,11 +53,23 @@ def read_job(parent: Parent, job_name: str, settings: Settings) -> tuple[Optiona
     return job, observe.job_state(job, pods, tail)
 
 
+def may_have_jobs(body: dict) -> bool:
+    """Whether a Job-backed object may have Jobs already: not when it was never reconciled (no
+    status) or last said it waits for a dependency (no Job is created before it settles). Then its
+    Jobs are created without looking first (a request fewer each before its first child, what a
+    burst of new objects queues for); one that exists all the same (a reconcile that ended before
+    its status write) is found by the create's conflict, read, and checked to be ours."""
+    return (body.get("status") or {}).get("phase") not in (None, "Waiting")
+
+
 def start_job(parent: Parent, children: list[dict], settings: Settings) -> tuple[dict, observe.JobState]:
-    """Create the children (the Job last) and read the Job's state."""
-    job = create_children(children, parent)[-1]
-    state = read_job(parent, job["metadata"]["name"], settings)[1]
-    return job, state
+    """Create the children (the Job last) and read the Job's state. A Job this call created is
+    not read back and has no pods yet (its pods' events reconcile again): two requests fewer in a
+    first reconcile, which is what a burst of new objects queues for."""
+    job, created = create_children(children, parent)[-1]
+    if created:
+        return job, observe.job_state(job, [])
+    return job, read_job(parent, job["metadata"]["name"], settings)[1]
 
 
 def spec_change_condition(kind: str, generation: int, job: dict, state: observe.JobState) -> Optional[Cond]:
@@ -208,6 +220,10 @@ def claim_wait(parent: Parent, job: dict, state: observe.JobState, settings: Set
     otherwise stay Pending, and the parent with them, without end)."""
     if state.phase != "Pending" or (job["metadata"].get("annotations") or {}).get(STOPPED_ANNOTATION):
         return stopped_state(job, state), None
+    if not job.get("status"):
+        # The Job controller has not seen it yet (just created): no pod waits for anything yet,
+        # and its first status update reconciles again.
+        return state, None
     pod = (job.get("spec") or {}).get("template", {}).get("spec") or {}
     names = sorted({v["persistentVolumeClaim"]["claimName"] for v in pod.get("volumes") or []
                     if v.get("persistentVolumeClaim")})
@@ -270,20 +286,20 @@ class DataChecked:
     finished: bool
 
 
-def check_data(parent: Parent, check: DataCheck, settings: Settings) -> DataChecked:
-    """Run the data check (create its Job when missing) and say what it found so far."""
+def check_data(parent: Parent, check: DataCheck, settings: Settings, look_first: bool = True) -> DataChecked:
+    """Run the data check (create its Job when missing) and say what it found so far.
+    `look_first`: read its Job before creating it (else `start_job` finds an existing one)."""
     wanted = check.children[-1]["metadata"]
     name = wanted["name"]
-    job, state = read_job(parent, name, settings)
-    if job is not None and (job["metadata"].get("annotations") or {}).get(CHECKS_ANNOTATION) != \
-            wanted["annotations"][CHECKS_ANNOTATION]:
+    job, state = read_job(parent, name, settings) if look_first else (None, None)
+    if job is None:
+        job, state = start_job(parent, check.children, settings)
+    if (job["metadata"].get("annotations") or {}).get(CHECKS_ANNOTATION) != wanted["annotations"][CHECKS_ANNOTATION]:
         # The spec now asks for other data (or reads it otherwise): that Job's verdict is not about
         # it. Replaced: the deletion's event reconciles again, which creates the new check.
         kube.delete("Job", parent.namespace, name, uid=job["metadata"]["uid"])
         cond = Cond(datacheck.CONDITION, UNKNOWN, "DataChanged", f"The data to check changed; Job {name} checks it again.")
         return DataChecked(cond, {}, passed=False, finished=False)
-    if job is None:
-        job, state = start_job(parent, check.children, settings)
     found = datacheck.summary(job_pods(parent.namespace, name))
     cond = datacheck.condition(state, found, name, check.strict)
     return DataChecked(cond, {"dataValidation": datacheck.status_fields(found)}, passed=cond.status == "True",
@@ -299,7 +315,8 @@ def reconcile_training(body: dict, spec: Any, settings: Settings, job_name: str,
     parent = Parent.from_body(body)
     previous = body.get("status") or {}
     fields: dict[str, Any] = {"jobName": job_name}
-    job, state = read_job(parent, job_name, settings)
+    look_first = may_have_jobs(body)
+    job, state = read_job(parent, job_name, settings) if look_first else (None, None)
     names = sorted(set(refs.values()))
     models_ready = Cond.of("ModelReady", True, "ModelReady", f"LitGPTModel {', '.join(names)} "
                                                              f"{'was' if len(names) == 1 else 'were'} Ready when Job "
@@ -319,7 +336,7 @@ def reconcile_training(body: dict, spec: Any, settings: Settings, job_name: str,
             return Observed("Failed", [*before, fit, refused], fields)
         before += [fit] if fit else []
         if run.data_check is not None:
-            checked = check_data(parent, run.data_check, settings)
+            checked = check_data(parent, run.data_check, settings, look_first)
             fields.update(checked.fields)
             before.append(checked.condition)
             if not checked.finished:

@@ -7,6 +7,10 @@
   annotations, a patch of the object per handled change and per retry (benchmarks/README.md,
   "The operator at scale"); a wait is re-checked in-process (`handlers.requeue`).
 - A child Job/Deployment/pod changed: reconcile its parent (label/owner lookup), so status follows.
+  These (and re-checks and progress polls) are routine; a new object or spec (unless it refers to
+  an object not seen settled yet: its settling wakes it) and a settled dependency are urgent,
+  served first (`handlers.workqueue`: an object that may need its first child waits behind no
+  refresh).
 - A LitGPTModel became Ready or Failed / a FinetuneJob finished: reconcile the objects that refer
   to it, found in kopf indexes (kept from the watch streams, so no list per event). Only a change
   of phase does it: the status writes in between (progress, resync) wake nobody.
@@ -38,6 +42,8 @@ REFERENCES: dict[str, dict[str, str]] = {
 }
 # The phases of a referenced object that its dependents act on.
 SETTLED = {"LitGPTModel": {"Ready", "Failed"}, "FinetuneJob": {"Succeeded", "Failed"}}
+# (kind, namespace, name) -> status.phase, as the watch last showed it, of the kinds in SETTLED.
+PHASES: dict[tuple[str, str, str], Any] = {}
 
 
 def _on_event(kind: KindInfo):
@@ -45,11 +51,18 @@ def _on_event(kind: KindInfo):
         if event.get("type") == "DELETED":
             RECHECKS.settled((kind.kind, namespace, name))
             metrics.record(kind.kind, namespace, name, None)  # its series leave the metrics with it
+            PHASES.pop((kind.kind, namespace, name), None)
         else:
+            if kind.kind in SETTLED:
+                PHASES[(kind.kind, namespace, name)] = (body.get("status") or {}).get("phase")
             generation = body["metadata"].get("generation")
             if not memo.get("seen") or (body.get("status") or {}).get("observedGeneration") != generation:
                 memo["seen"] = True
-                enqueue(kind, namespace, name)
+                # Urgent unless it waits for an object that wakes it (urgently) once settled: in a
+                # burst, the dependents' first reconciles would only write Waiting, ahead of the
+                # models' first children (benchmarks/README.md, "The operator at scale", step 4).
+                urgent = not waits_for_unsettled(kind.kind, namespace, body.get("spec") or {})
+                enqueue(kind, namespace, name, urgent=urgent)
         if kind.kind in SETTLED:
             _wake_dependents(kind.kind, event, namespace, name, memo, kwargs)
 
@@ -75,6 +88,17 @@ def referenced_names(spec: Any, field: str) -> list[str]:
     return [ref["name"]] if isinstance(ref, dict) and ref.get("name") else []
 
 
+def waits_for_unsettled(kind: str, namespace: str, spec: Any) -> bool:
+    """Whether `spec` refers to an object this process has not seen settled (a model not Ready or
+    not seen yet, a finetune running): nothing can be created for it before that object appears
+    and settles, which wakes it (`_wake_dependents`; its first event here is a change of phase)."""
+    for field, target in REFERENCES.get(kind, {}).items():
+        for ref in referenced_names(spec, field):
+            if PHASES.get((target, namespace, ref)) not in SETTLED[target]:
+                return True
+    return False
+
+
 def _references(fields: dict[str, str]):
     async def index(namespace: str, name: str, spec: Any, **_) -> dict[tuple[str, str, str], str]:
         """{(referenced kind, namespace, referenced name): this object's name}"""
@@ -88,6 +112,12 @@ for _kind in KINDS:
     kopf.on.event(GROUP, VERSION, _kind.plural, id=f"{_kind.singular}-changed")(_on_event(_kind))
     if _kind.kind in REFERENCES:
         kopf.index(GROUP, VERSION, _kind.plural, id=_index_name(_kind))(_references(REFERENCES[_kind.kind]))
+
+
+@kopf.on.cleanup()
+async def forget_phases(**_) -> None:
+    """A process that runs the operator again (as the tests do) learns the phases afresh."""
+    PHASES.clear()
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
@@ -143,4 +173,4 @@ def _wake_dependents(target: str, event: dict, namespace: str, name: str, memo: 
             continue
         kind = BY_KIND[kind_name]
         for dependent in sorted(set(indexes[_index_name(kind)].get((target, namespace, name), ()))):
-            enqueue(kind, namespace, dependent)
+            enqueue(kind, namespace, dependent, urgent=True)

@@ -21,6 +21,7 @@ from litgpt_operator.handlers.jobs import (
     finetune_dependency,
     job_outcome,
     job_pods,
+    may_have_jobs,
     read_job,
     spec_change_condition,
     start_job,
@@ -42,7 +43,7 @@ def reconcile_model(body: dict, settings: Settings) -> Observed:
     fields = {"jobName": job_name, "claimName": claim, "checkpointPath": checkpoint_path(spec.repo_id, spec.revision),
               "baseRepoId": spec.repo_id}
     digest = (body.get("status") or {}).get("digest")
-    job, state = read_job(parent, job_name, settings)
+    job, state = read_job(parent, job_name, settings) if may_have_jobs(body) else (None, None)
     if job is None:
         children = [c for c in (build_cache_claim(parent, spec), build_download_job(parent, spec, settings)) if c]
         job, state = start_job(parent, children, settings)
