@@ -117,9 +117,11 @@ def test_deleting_a_parent_garbage_collects_its_children(k8s, operator):
     ready_model(k8s)
     k8s.apply(finetune())
     k8s.wait_phase("FinetuneJob", "ft", "Succeeded")
-    assert k8s.get("ConfigMap", "ft-data") is not None
+    (data,) = [v["configMap"]["name"] for v in k8s.get("Job", "ft-finetune")["spec"]["template"]["spec"]["volumes"]
+               if v["name"] == "data"]
+    assert k8s.get("ConfigMap", data) is not None
     k8s.delete("FinetuneJob", "ft")
-    wait_for(lambda: k8s.get("Job", "ft-finetune") is None and k8s.get("ConfigMap", "ft-data") is None,
+    wait_for(lambda: k8s.get("Job", "ft-finetune") is None and k8s.get("ConfigMap", data) is None,
              "the garbage collector to delete the Job and ConfigMap", timeout_s=60)
     wait_for(lambda: not k8s.list("Pod", {"batch.kubernetes.io/job-name": "ft-finetune"}), "the Job's pods to go", timeout_s=60)
     # The model (not owned by the finetune) and its cache stay.

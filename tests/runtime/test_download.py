@@ -98,9 +98,12 @@ def test_interrupted_download_leaves_nothing_complete_and_the_next_run_resumes(l
 
     root = tmp_path / "ck"
     hub.throttle = {"model.safetensors": 40_000}  # ~10 s for the tiny model's weights
+    # SIGINT as a terminal's Ctrl-C delivers it: a test run started in the background by a shell
+    # without job control inherits SIGINT ignored, and Python then leaves it ignored in the child.
     proc = subprocess.Popen([*litgpt_command(), "download", REPO, "--checkpoint_root_dir", str(root)],
                             env=clean_env(tmp_path / "hf_home", **hub_env), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while _resolves(hub, "model.safetensors") == 0 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.1)
