@@ -15,8 +15,11 @@ checked against litserve 0.2.19; keep them in this one module.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import pickle
+import signal
+import threading
 import time
 import uuid
 from collections import deque
@@ -39,6 +42,19 @@ class LitGPTServer(ls.LitServer):
     """
 
     cancelled = None
+    drain = None  # drain.Drain, set by cli.build_server
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app):
+        # Runs in the API process, inside uvicorn's signal capture: its SIGTERM handler is replaced
+        # by one that leaves a signal to the whole process group to the main process (drain.py).
+        uvicorns = signal.getsignal(signal.SIGTERM)
+        if self.drain is not None and callable(uvicorns) and threading.current_thread() is threading.main_thread():
+            from litgpt_runtime.serve.drain import main_process_decides
+
+            signal.signal(signal.SIGTERM, main_process_decides(self.drain, uvicorns))
+        async with super().lifespan(app):
+            yield
 
     def _init_manager(self, num_api_servers: int):
         manager = super()._init_manager(num_api_servers)

@@ -197,8 +197,9 @@ def build_server(checkpoint_dir: Path, tokenizer, *, served_name: str, aliases: 
     from litgpt_runtime.tokenizer import Tokenizer
 
     adapters = adapters or {}
+    drain = Drain()
     api = GenerationAPI(checkpoint_dir, max_batch_size=max_batch_size, max_seq_length=max_seq_length,
-                        precision=precision, adapters=tuple(adapters.items()), quantize=quantize)
+                        precision=precision, adapters=tuple(adapters.items()), quantize=quantize, drain=drain)
     server = LitGPTServer(api, accelerator=accelerator, devices=devices, workers_per_device=workers_per_device,
                           timeout=False,
                           # the last is outermost: the metrics count refused requests too
@@ -217,9 +218,9 @@ def build_server(checkpoint_dir: Path, tokenizer, *, served_name: str, aliases: 
         context_window=max_seq_length - 1,
         defaults=Defaults(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p),
         bridge=Bridge(server),
-        admission=Admission(rows + (4 * rows if max_waiting is None else max_waiting), drain=Drain()),
+        admission=Admission(rows + (4 * rows if max_waiting is None else max_waiting), drain=drain),
     )
-    server.drain = state.admission.drain
+    server.drain = drain
     metrics.KV_ROWS.set(max_batch_size)
     add_routes(server.app, state)
     return server

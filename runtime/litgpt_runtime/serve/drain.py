@@ -10,11 +10,14 @@ server then:
   `--drain_timeout` seconds have passed, whichever comes first. A second SIGTERM stops at once.
 
 The count of held requests lives in shared memory: the API process (forked from the main one)
-counts in `intake.Admission`, the main process waits on it. Where the signal reaches every process
-of the server at once (a process group, as the dev cluster's exec node sends it), each holds out
-on its own: uvicorn finishes its open requests (graceful timeout = the drain timeout), the
-inference worker exits only when it has no row left (worker.py), and LitServe's manager process,
-which carries their queues, ignores the signal until the main process shuts it down.
+counts in `intake.Admission`, the main process waits on it. Only the main process acts on the
+signal. Where it reaches every process of the server at once (a process group, as the dev cluster's
+exec node sends it), the API process and the inference workers ignore it (`main_process_decides`):
+had uvicorn acted on it, it would close its listener at once and reset the connections it had not
+yet handed over -- a request still connecting when the signal came was dropped. They act on
+SIGTERM only once the main process has begun stopping LitServe (LitServe's own terminate() is what
+they receive then), or when the main process is gone. LitServe's manager process, which carries
+their queues, ignores it until the main process shuts it down.
 """
 
 from __future__ import annotations
@@ -31,8 +34,12 @@ class Drain:
     """Generations held by the server (shared by its processes) and whether a stop was asked for."""
 
     def __init__(self) -> None:
-        self._held = mp.Value("i", 0)
-        self._draining = mp.Value("b", 0, lock=False)
+        # spawn context: LitServe spawns its inference workers (they read `stopping`); the API
+        # process is forked and inherits the values either way
+        ctx = mp.get_context("spawn")
+        self._held = ctx.Value("i", 0)
+        self._draining = ctx.Value("b", 0, lock=False)
+        self._stopping = ctx.Value("b", 0, lock=False)  # the drain is over: LitServe is being stopped
 
     def add(self, delta: int) -> None:
         with self._held.get_lock():
@@ -52,6 +59,13 @@ class Drain:
             return False
         self._draining.value = 1
         return True
+
+    @property
+    def stopping(self) -> bool:
+        return bool(self._stopping.value)
+
+    def mark_stopping(self) -> None:
+        self._stopping.value = 1
 
     def wait_idle(self, timeout_s: float, poll_s: float = 0.1) -> bool:
         """Block until no generation is held (True) or `timeout_s` has passed (False)."""
@@ -76,6 +90,7 @@ def install_sigterm(drain: Drain, timeout_s: float, stop: Callable[[], None]) ->
         print("Drained: every request in progress has its answer; stopping." if idle else
               f"Stopping with {drain.held} request(s) still in progress after --drain_timeout {timeout_s:g} s.",
               flush=True)
+        drain.mark_stopping()  # before stop(): the children act on the SIGTERM it sends them
         stop()
 
     def on_sigterm(signum, frame) -> None:
@@ -91,3 +106,19 @@ def install_sigterm(drain: Drain, timeout_s: float, stop: Callable[[], None]) ->
         threading.Thread(target=drain_then_stop, name="drain", daemon=True).start()
 
     signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def main_process_decides(drain: Drain, handler: Callable) -> Callable:
+    """The SIGTERM handler of a child process of the server (API process, inference worker):
+    `handler` runs only for the main process's shutdown, or when the main process is gone.
+
+    A signal to the whole process group reaches the children while the main process is still
+    draining; they keep serving, and stop when the main process stops LitServe.
+    """
+    parent = os.getppid()
+
+    def on_sigterm(signum, frame) -> None:
+        if drain.stopping or os.getppid() != parent:
+            handler(signum, frame)
+
+    return on_sigterm

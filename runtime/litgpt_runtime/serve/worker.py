@@ -82,6 +82,7 @@ class GenerationAPI(ls.LitAPI):
         precision: Optional[str] = None,
         adapters: tuple[tuple[str, str], ...] = (),
         quantize: Optional[str] = None,
+        drain=None,
     ) -> None:
         super().__init__(
             max_batch_size=max_batch_size, stream=True, api_path=GENERATE_PATH, loop=IdleFriendlyLoop()
@@ -96,6 +97,7 @@ class GenerationAPI(ls.LitAPI):
         self.cancelled = None
         self._polled = 0.0
         self.stopping = False  # SIGTERM received: exit once no row is left (see drain.py)
+        self.drain = drain  # drain.Drain of the server: a SIGTERM to its process group is the main process's to handle
 
     def setup(self, device: str) -> None:
         import torch
@@ -122,7 +124,10 @@ class GenerationAPI(ls.LitAPI):
         self.device_name = device
         self._inbox: "queue.SimpleQueue[tuple[str, dict]]" = queue.SimpleQueue()
         if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self._on_sigterm)
+            from litgpt_runtime.serve.drain import main_process_decides
+
+            signal.signal(signal.SIGTERM, self._on_sigterm if self.drain is None
+                          else main_process_decides(self.drain, self._on_sigterm))
         logger.info("Model %s ready on %s (%s%s, %d slots, %d LoRA adapters)", self.checkpoint_dir, device, dtype,
                     f", base weights quantized with {self.quantize}" if self.quantize else "", self.max_batch_size,
                     len(self.adapters))
