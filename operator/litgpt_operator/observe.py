@@ -177,9 +177,10 @@ def job_state(job: dict, pods: list[dict], log_tail: Optional[str] = None) -> Jo
     phases = [(p.get("status") or {}).get("phase") for p in pods]
     if "Running" in phases or "Succeeded" in phases:
         # A pod that succeeded before the Job controller marks the Job Complete is still "running"
-        # for the parent: falling back to Pending in between would be a false transition.
-        return JobState("Running", "JobRunning", f"Job {name}: {phases.count('Running')} pod(s) running, "
-                                                 f"{phases.count('Succeeded')} succeeded.", **times)
+        # for the parent: falling back to Pending in between would be a false transition. Nor does
+        # the message change then (a status write, and no news: the Job's completion follows).
+        started = phases.count("Running") + phases.count("Succeeded")
+        return JobState("Running", "JobRunning", f"Job {name} is running ({started} pod(s) started).", **times)
     if problem:  # a pod failed and the Job is retrying it
         return JobState("Running", "Retrying", f"Job {name} is retrying after: {problem.message}", **times)
     return JobState("Pending", "PodsPending", f"Job {name}: waiting for its pods to start.", **times)

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from litgpt_operator.handlers import core
-from litgpt_operator.handlers.workqueue import WorkQueue
+from litgpt_operator.handlers.workqueue import Taken, WorkQueue
 from litgpt_operator.status import Observed
 from litgpt_devcluster.waiting import wait_for
 
@@ -24,7 +24,7 @@ def queues():
     made = []
 
     def make(process, workers=4):
-        made.append(WorkQueue(process, workers))
+        made.append(WorkQueue(lambda key, taken: process(key), workers))
         return made[-1]
 
     yield make
@@ -143,7 +143,7 @@ def test_a_stopped_queue_forgets_what_waited(queues):
 def test_a_failed_reconcile_is_rechecked_and_a_good_one_forgotten(monkeypatch, caplog):
     outcomes = iter([RuntimeError("API server unavailable"), Observed("Ready", [])])
 
-    def reconcile(kind, namespace, name):
+    def reconcile(kind, namespace, name, **_):
         outcome = next(outcomes)
         if isinstance(outcome, Exception):
             raise outcome
@@ -213,3 +213,79 @@ def test_a_new_object_referring_to_one_not_seen_settled_is_not_urgent(monkeypatc
     assert not waits("ModelServer", "ns", {"finetuneRef": {"name": "failed"}})  # it fails at once
     assert waits("LitGPTModel", "ns", {"source": {"finetuneRef": {"name": "training"}}})
     assert not waits("LitGPTModel", "ns", {"repoId": "EleutherAI/pythia-14m"})
+
+
+def test_a_worker_gets_the_lane_and_the_newest_body_a_watch_event_gave():
+    taken = []
+    queue = WorkQueue(lambda key, t: taken.append((key, t)), workers=1)
+    try:
+        queue.add(KEY, urgent=True, body={"v": 1})
+        queue.add(KEY, body={"v": 2})  # the newer event's body; still urgent
+        queue.add(KEY)  # a child's event: no body of the object, the one kept stands
+        queue.add(("LitGPTModel", "ns", "b"))
+        queue.start()
+        wait_for(lambda: len(taken) == 2 and queue.idle(), "both keys", timeout_s=5)
+    finally:
+        queue.stop()
+    assert taken == [(KEY, Taken(True, {"v": 2})), (("LitGPTModel", "ns", "b"), Taken(False, None))]
+
+
+NEW_MODEL = {"apiVersion": "litgpt.lightning.ai/v1alpha1", "kind": "LitGPTModel",
+             "metadata": {"namespace": "ns", "name": "a", "uid": "u1", "resourceVersion": "7", "generation": 1},
+             "spec": {"repoId": "org/model"}}
+
+
+@pytest.fixture
+def fake_world(monkeypatch):
+    """kube reads and status writes counted; the model's reconcile a stand-in."""
+    calls = {"get": 0, "patch_status": [], "requeued": []}
+
+    def get(kind, namespace, name):
+        calls["get"] += 1
+        return NEW_MODEL
+
+    monkeypatch.setattr(core.kube, "get", get)
+    monkeypatch.setattr(core.kube, "patch_status", lambda *args: calls["patch_status"].append(args))
+    monkeypatch.setitem(core.RECONCILERS, "LitGPTModel", lambda body, settings: Observed("Downloading", []))
+    monkeypatch.setattr(core.WORK, "add", lambda key, *a, **kw: calls["requeued"].append((key, kw)))
+    return calls
+
+
+def test_a_new_object_s_first_reconcile_trusts_its_create_event_and_defers_its_status_in_a_burst(fake_world, monkeypatch):
+    monkeypatch.setattr(core.WORK, "urgent_waiting", lambda: True)
+    core._process(KEY, Taken(True, NEW_MODEL))
+    assert fake_world["get"] == 0  # the event's body, not a read
+    assert fake_world["patch_status"] == []  # other new objects wait for their first child
+    assert fake_world["requeued"] == [(KEY, {})]  # its status: a routine reconcile of its own
+
+    monkeypatch.setattr(core.WORK, "urgent_waiting", lambda: False)
+    core._process(KEY, Taken(True, NEW_MODEL))
+    assert fake_world["get"] == 0 and len(fake_world["patch_status"]) == 1  # nobody waits: written now
+
+
+def test_a_body_with_a_status_is_read_again_and_a_routine_key_writes_at_once(fake_world, monkeypatch):
+    monkeypatch.setattr(core.WORK, "urgent_waiting", lambda: True)
+    core._process(KEY, Taken(True, {**NEW_MODEL, "status": {"phase": "Pending"}}))
+    assert fake_world["get"] == 1  # a body with a status may be older than our own last write
+    assert fake_world["patch_status"] == [] and len(fake_world["requeued"]) == 1  # read: still new
+    core._process(KEY, Taken(False, NEW_MODEL))
+    assert fake_world["get"] == 1 and len(fake_world["patch_status"]) == 1  # routine: no deferral
+    assert len(fake_world["requeued"]) == 1
+
+
+def test_a_shared_claim_known_to_exist_is_not_created_again_until_forgotten(monkeypatch):
+    from litgpt_operator.builders.common import Parent
+    from litgpt_operator.handlers import children
+
+    creates = []
+    monkeypatch.setattr(children.kube, "create_or_get",
+                        lambda obj, read_existing=True: creates.append(obj["kind"]) or (None, False))
+    claim = {"kind": "PersistentVolumeClaim", "metadata": {"name": "cache", "namespace": "ns"}}
+    children.forget_shared()
+    for uid in ("u1", "u2", "u3"):
+        children.create_children([claim], Parent("v1", "LitGPTModel", f"m-{uid}", "ns", uid))
+    assert creates == ["PersistentVolumeClaim"]
+    monkeypatch.setattr(children, "SHARED_KNOWN_SECONDS", 0.0)  # time passed: it may have been deleted
+    children.create_children([claim], Parent("v1", "LitGPTModel", "m-u4", "ns", "u4"))
+    assert creates == ["PersistentVolumeClaim"] * 2
+    children.forget_shared()

@@ -8,6 +8,7 @@ never the name, keeps it from adopting them or reporting their results.
 
 from __future__ import annotations
 
+import time
 from typing import Optional
 
 from litgpt_operator import kube
@@ -48,6 +49,19 @@ def get_ours(kind: str, parent: Parent, name: str) -> Optional[dict]:
     return ours(kube.get(kind, parent.namespace, name), parent)
 
 
+# Unowned children (a namespace's shared model cache claim) this process found or made, -> when.
+# In a burst of models sharing one claim each model's create would only conflict: one API call per
+# model in the lane that makes first children (benchmarks/README.md, "The operator at scale", step
+# 5). Forgotten after SHARED_KNOWN_SECONDS, so a claim deleted by hand is made again by a later
+# reconcile (its Job's pod waits for it meanwhile, and a waiting object is re-checked).
+SHARED_KNOWN_SECONDS = 30.0
+_shared_known: dict[tuple[str, str, str], float] = {}
+
+
+def forget_shared() -> None:
+    _shared_known.clear()
+
+
 def create_children(children: list[dict], parent: Parent) -> list[tuple[Optional[dict], bool]]:
     """Create what is missing (in order); existing children are left as they are: Jobs are
     immutable, and a finished one must not run again. Children without an owner (a shared
@@ -56,7 +70,13 @@ def create_children(children: list[dict], parent: Parent) -> list[tuple[Optional
     live = []
     for child in children:
         owned = bool(child["metadata"].get("ownerReferences"))
+        shared = (child["kind"], parent.namespace, child["metadata"]["name"])
+        if not owned and time.monotonic() - _shared_known.get(shared, float("-inf")) < SHARED_KNOWN_SECONDS:
+            live.append((None, False))
+            continue
         obj, created = kube.create_or_get(child, read_existing=owned)
+        if not owned:
+            _shared_known[shared] = time.monotonic()
         live.append((ours(obj, parent) if owned else obj, created))
     return live
 

@@ -8,6 +8,12 @@ changed, with an Event when a condition moved. One object is reconciled by one w
 and the status write is conditional on the parent's resourceVersion, so a stale computation never
 overwrites a newer one. An object that waits, or whose reconcile failed, is re-checked later
 (`RECHECKS`, backing off).
+
+A new object's first reconcile, from the urgent lane, does only what its first child needs when
+other new objects wait (benchmarks/README.md, "The operator at scale", step 5): it trusts the
+body its create event carried (an object without a status; the status write that follows is
+conditional on that body's resourceVersion, so a stale one costs a retry, never a wrong write),
+and it leaves its first status write to a routine reconcile of its own while urgent keys wait.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from litgpt_operator import kube, metrics, status
 from litgpt_operator.api import BY_KIND, KindInfo
 from litgpt_operator.handlers.children import InTheWay
 from litgpt_operator.handlers.requeue import Requeue
-from litgpt_operator.handlers.workqueue import Key, WorkQueue
+from litgpt_operator.handlers.workqueue import Key, Taken, WorkQueue
 from litgpt_operator.settings import Settings, current
 
 log = logging.getLogger(__name__)
@@ -44,11 +50,12 @@ def reconciler(kind: KindInfo) -> Callable[[Reconciler], Reconciler]:
     return register
 
 
-def _process(key: Key) -> None:
+def _process(key: Key, taken: Taken = Taken()) -> None:
     """A worker's reconcile of one queued object."""
     kind, namespace, name = key
+    new = taken.body if taken.body is not None and not taken.body.get("status") else None
     try:
-        result, error = _reconcile(BY_KIND[kind], namespace, name), None
+        result, error = _reconcile(BY_KIND[kind], namespace, name, new=new, first_child_lane=taken.urgent), None
     except Exception as raised:
         result, error = None, raised
         # "failed with an exception", as kopf says of a handler: the tests look for it.
@@ -61,12 +68,12 @@ WORK = WorkQueue(_process)
 RECHECKS = Requeue(WORK.add)
 
 
-def enqueue(kind: KindInfo, namespace: str, name: str, urgent: bool = False) -> None:
+def enqueue(kind: KindInfo, namespace: str, name: str, urgent: bool = False, body: Optional[dict] = None) -> None:
     """Reconcile this object soon (once for all the triggers until a worker takes it). Called
     from kopf's handlers, whose context the reconcile runs in (for kopf.event). `urgent`: it may
     need its first child (new, a new spec, a dependency settled), served before status refreshes
-    (`handlers.workqueue`)."""
-    WORK.add((kind.kind, namespace, name), contextvars.copy_context(), urgent=urgent)
+    (`handlers.workqueue`). `body`: the object as its own watch event showed it."""
+    WORK.add((kind.kind, namespace, name), contextvars.copy_context(), urgent=urgent, body=body)
 
 
 def _recheck_later(key: Key, result: Optional[status.Observed], error: Optional[BaseException]) -> None:
@@ -79,10 +86,13 @@ def _recheck_later(key: Key, result: Optional[status.Observed], error: Optional[
         RECHECKS.settled(key)
 
 
-def _reconcile(kind: KindInfo, namespace: str, name: str) -> Optional[status.Observed]:
+def _reconcile(kind: KindInfo, namespace: str, name: str, new: Optional[dict] = None,
+               first_child_lane: bool = False) -> Optional[status.Observed]:
+    """`new`: the body of a new object (no status yet) from its watch event, used instead of
+    reading it; `first_child_lane`: the key came from the urgent lane."""
     settings = current()
     for _ in range(_CONFLICT_RETRIES):
-        body = kube.get(kind.kind, namespace, name)
+        body, new = new or kube.get(kind.kind, namespace, name), None
         if body is None or body["metadata"].get("deletionTimestamp"):
             metrics.record(kind.kind, namespace, name, None)
             return None
@@ -91,6 +101,11 @@ def _reconcile(kind: KindInfo, namespace: str, name: str) -> Optional[status.Obs
                 observed = RECONCILERS[kind.kind](body, settings)
             except InTheWay as blocked:
                 observed = in_the_way(kind, blocked)
+        if first_child_lane and not body.get("status") and WORK.urgent_waiting():
+            # Its children exist now; its first status can wait for the new objects queued behind
+            # it. A routine reconcile of its own writes it (asked for while this one runs: after).
+            WORK.add((kind.kind, namespace, name))
+            return observed
         try:
             write_status(body, observed)
             metrics.record(kind.kind, namespace, name, observed.phase, observed.fields.get("progress"))

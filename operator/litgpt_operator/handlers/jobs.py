@@ -136,12 +136,15 @@ def model_dependency(namespace: str, name: str) -> Dependency:
                                                 "the model (its status says why); this object then continues.",
                           body, failed=True)
     if phase != "Ready":
-        return Dependency(False, "ModelNotReady", f"Waiting for LitGPTModel {name} to be Ready (it is {phase or 'Pending'}).", body)
+        return Dependency(False, "ModelNotReady", f"Waiting for LitGPTModel {name} to be Ready.", body)
     return Dependency(True, "ModelReady", f"LitGPTModel {name} is Ready.", body)
 
 
 def finetune_dependency(namespace: str, name: str, purpose: str) -> Dependency:
-    """A FinetuneJob whose output something uses (`purpose`: "serve", "use as a model")."""
+    """A FinetuneJob whose output something uses (`purpose`: "serve", "use as a model").
+
+    The waiting messages do not repeat the dependency's phase (its own status has it): each of its
+    transitions would rewrite every dependent's status."""
     body = kube.get("FinetuneJob", namespace, name)
     if body is None:
         return Dependency(False, "FinetuneNotFound", f"FinetuneJob {name} does not exist (yet).")
@@ -150,8 +153,7 @@ def finetune_dependency(namespace: str, name: str, purpose: str) -> Dependency:
         return Dependency(False, "FinetuneFailed", f"FinetuneJob {name} failed, so there is nothing to {purpose}: "
                                                    "fix and re-create it (its status says why).", body, failed=True)
     if phase != "Succeeded":
-        return Dependency(False, "FinetuneNotSucceeded", f"Waiting for FinetuneJob {name} to succeed "
-                                                         f"(it is {phase or 'Pending'}).", body)
+        return Dependency(False, "FinetuneNotSucceeded", f"Waiting for FinetuneJob {name} to succeed.", body)
     return Dependency(True, "FinetuneSucceeded", f"FinetuneJob {name} succeeded.", body)
 
 

@@ -27,6 +27,7 @@ import kopf
 from litgpt_operator import metrics
 from litgpt_operator.api import BY_KIND, GROUP, KINDS, VERSION, KindInfo
 from litgpt_operator.builders.common import KIND_LABEL, MANAGED_BY
+from litgpt_operator.handlers.children import forget_shared
 from litgpt_operator.handlers.core import RECHECKS, enqueue, enqueue_owner
 
 MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
@@ -62,7 +63,7 @@ def _on_event(kind: KindInfo):
                 # burst, the dependents' first reconciles would only write Waiting, ahead of the
                 # models' first children (benchmarks/README.md, "The operator at scale", step 4).
                 urgent = not waits_for_unsettled(kind.kind, namespace, body.get("spec") or {})
-                enqueue(kind, namespace, name, urgent=urgent)
+                enqueue(kind, namespace, name, urgent=urgent, body=event.get("object"))
         if kind.kind in SETTLED:
             _wake_dependents(kind.kind, event, namespace, name, memo, kwargs)
 
@@ -116,8 +117,10 @@ for _kind in KINDS:
 
 @kopf.on.cleanup()
 async def forget_phases(**_) -> None:
-    """A process that runs the operator again (as the tests do) learns the phases afresh."""
+    """A process that runs the operator again (as the tests do) learns the phases and the shared
+    children afresh."""
     PHASES.clear()
+    forget_shared()
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED)

@@ -15,6 +15,10 @@ that already has what it needs. Workers take urgent keys first, but a routine ke
 `URGENT_PER_ROUTINE` urgent ones while both wait, so a burst of new objects neither waits behind
 the status refreshes of older ones (measured: benchmarks/README.md, "The operator at scale", step
 4) nor starves them. A routine key asked for urgently moves to the urgent lane.
+
+A key may come with the object as its newest watch event showed it (`body`); the worker hands it
+to the reconcile with whether the key came from the urgent lane (`Taken`), and the reconcile
+decides what to trust it for (`handlers.core`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import contextvars
 import logging
 import threading
 from collections import deque
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 log = logging.getLogger(__name__)
@@ -30,8 +35,17 @@ Key = tuple[str, str, str]  # (kind, namespace, name)
 URGENT_PER_ROUTINE = 4
 
 
+@dataclass(frozen=True)
+class Taken:
+    """How a worker got its key: from the urgent lane or not, and the object's newest body from
+    its own watch events, if one came since the key was last taken."""
+
+    urgent: bool = False
+    body: Optional[dict] = None
+
+
 class WorkQueue:
-    def __init__(self, process: Callable[[Key], None], workers: int = 8):
+    def __init__(self, process: Callable[[Key, Taken], None], workers: int = 8):
         self.process = process
         self.workers = workers
         self.cond = threading.Condition()
@@ -40,6 +54,7 @@ class WorkQueue:
         self.queued: dict[Key, bool] = {}  # -> urgent
         self.active: set[Key] = set()
         self.again: dict[Key, bool] = {}  # asked for while active -> urgent
+        self.bodies: dict[Key, dict] = {}  # the newest body a watch event gave, until taken
         self.urgent_in_a_row = 0
         self.generation = 0  # of the running workers; stop() ends them
         self.running = False
@@ -47,10 +62,13 @@ class WorkQueue:
         # needs to post an Event from any thread (its queue and event loop).
         self.context: Optional[contextvars.Context] = None
 
-    def add(self, key: Key, context: Optional[contextvars.Context] = None, urgent: bool = False) -> None:
+    def add(self, key: Key, context: Optional[contextvars.Context] = None, urgent: bool = False,
+            body: Optional[dict] = None) -> None:
         with self.cond:
             if context is not None:
                 self.context = context
+            if body is not None:
+                self.bodies[key] = body
             if key in self.active:
                 self.again[key] = self.again.get(key, False) or urgent
             else:
@@ -66,6 +84,10 @@ class WorkQueue:
             self.routine.remove(key)  # O(queue length), and only once per key
             self.urgent.append(key)
             self.queued[key] = True
+
+    def urgent_waiting(self) -> bool:
+        """Whether an urgent key waits for a worker (a reconcile may leave what can wait to later)."""
+        return bool(self.urgent)
 
     def _next(self) -> Key:
         """The next key to reconcile (the queue is not empty)."""
@@ -94,6 +116,7 @@ class WorkQueue:
             self.routine.clear()
             self.queued.clear()
             self.again.clear()
+            self.bodies.clear()
             self.context = None
             self.cond.notify_all()
 
@@ -109,11 +132,11 @@ class WorkQueue:
                 if self.generation != generation or not self.running:
                     return
                 key = self._next()
-                del self.queued[key]
+                taken = Taken(self.queued.pop(key), self.bodies.pop(key, None))
                 self.active.add(key)
                 context = self.context.copy() if self.context is not None else contextvars.Context()
             try:
-                context.run(self.process, key)
+                context.run(self.process, key, taken)
             except Exception:  # process() reports its own failures; this is a bug in it
                 log.exception("reconcile of %s %s/%s failed with an exception", *key)
             finally:
