@@ -32,8 +32,8 @@ def test_the_benchmark_runs_at_n_6_and_prints_the_table(tmp_path):
     number = re.compile(r"^\d+(\.\d+)? ?(ms|s|MiB|x)$")
     for cell in row[2:10]:  # latencies, floor, ratio, settle time, RSS, CPU: all measured
         assert number.match(cell), (cell, lines[2])
-    requests_per_object, writes_per_transition = float(row[10]), float(row[11])
-    assert requests_per_object > 1 and 0 < writes_per_transition < 10, lines[2]
+    requests_per_object, writes_per_transition, progress_writes = float(row[10]), float(row[11]), int(row[12])
+    assert requests_per_object > 1 and 0 < writes_per_transition < 10 and progress_writes >= 0, lines[2]
     # The audit log counted the operator's own client by its user agent, and kopf's.
     assert "agent:litgpt-operator" in result.stdout and "agent:kopf" in result.stdout, result.stdout
     assert "LitGPTModel p50" in result.stdout and "ModelServer p50" in result.stdout, result.stdout
