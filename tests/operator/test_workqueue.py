@@ -289,3 +289,19 @@ def test_a_shared_claim_known_to_exist_is_not_created_again_until_forgotten(monk
     children.create_children([claim], Parent("v1", "LitGPTModel", "m-u4", "ns", "u4"))
     assert creates == ["PersistentVolumeClaim"] * 2
     children.forget_shared()
+
+
+def test_jobs_this_process_created_before_any_status_said_so_are_looked_for_not_created_again(monkeypatch):
+    from litgpt_operator.builders.common import Parent
+    from litgpt_operator.handlers import jobs
+
+    job = {"kind": "Job", "metadata": {"name": "a-download", "namespace": "ns", "uid": "j1"}}
+    monkeypatch.setattr(jobs, "create_children", lambda children, parent: [(job, True)])
+    jobs.forget_created()
+    new = {"metadata": {"uid": "u1"}}
+    assert not jobs.may_have_jobs(new)  # never reconciled: create without looking first
+    jobs.start_job(Parent("v1", "LitGPTModel", "a", "ns", "u1"), [job], settings=None)
+    assert jobs.may_have_jobs(new)  # its status write was left for later: the Job is ours already
+    assert not jobs.may_have_jobs({"metadata": {"uid": "u2"}})
+    assert jobs.may_have_jobs({"metadata": {"uid": "u1"}, "status": {"phase": "Pending"}})
+    assert jobs._created_unrecorded == set()  # the status says so now: forgotten

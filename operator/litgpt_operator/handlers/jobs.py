@@ -53,13 +53,28 @@ def read_job(parent: Parent, job_name: str, settings: Settings) -> tuple[Optiona
     return job, observe.job_state(job, pods, tail)
 
 
+# uids of objects whose Jobs this process created before any status said so (a new object's first
+# reconcile in a burst leaves its status write to the next one: handlers/core.py); that next one
+# looks first rather than sending creates that only conflict. Forgotten once a status says so.
+_created_unrecorded: set[str] = set()
+
+
+def forget_created() -> None:
+    _created_unrecorded.clear()
+
+
 def may_have_jobs(body: dict) -> bool:
     """Whether a Job-backed object may have Jobs already: not when it was never reconciled (no
-    status) or last said it waits for a dependency (no Job is created before it settles). Then its
-    Jobs are created without looking first (a request fewer each before its first child, what a
-    burst of new objects queues for); one that exists all the same (a reconcile that ended before
-    its status write) is found by the create's conflict, read, and checked to be ours."""
-    return (body.get("status") or {}).get("phase") not in (None, "Waiting")
+    status) or last said it waits for a dependency (no Job is created before it settles), unless
+    this process created them. Then its Jobs are created without looking first (a request fewer
+    each before its first child, what a burst of new objects queues for); one that exists all the
+    same (a reconcile that ended before its status write, in another process) is found by the
+    create's conflict, read, and checked to be ours."""
+    uid = body["metadata"].get("uid")
+    if (body.get("status") or {}).get("phase") not in (None, "Waiting"):
+        _created_unrecorded.discard(uid)
+        return True
+    return uid in _created_unrecorded
 
 
 def start_job(parent: Parent, children: list[dict], settings: Settings) -> tuple[dict, observe.JobState]:
@@ -68,6 +83,7 @@ def start_job(parent: Parent, children: list[dict], settings: Settings) -> tuple
     first reconcile, which is what a burst of new objects queues for."""
     job, created = create_children(children, parent)[-1]
     if created:
+        _created_unrecorded.add(parent.uid)
         return job, observe.job_state(job, [])
     return job, read_job(parent, job["metadata"]["name"], settings)[1]
 
@@ -349,7 +365,13 @@ def reconcile_training(body: dict, spec: Any, settings: Settings, job_name: str,
                 return Observed("Failed", [*before, Cond.of("Succeeded", False, checked.condition.reason, message),
                                            Cond.of("Failed", True, checked.condition.reason, message, warning=True)],
                                 fields)
-        job, state = start_job(parent, run.children, settings)
+        children = run.children
+        if run.data_check is not None:
+            # What the finished check read (the inline-data ConfigMap, named by its content) exists:
+            # ours, it lives as long as this object; creating it again would only conflict.
+            checked_on = {(c["kind"], c["metadata"]["name"]) for c in run.data_check.children[:-1]}
+            children = [c for c in children if (c["kind"], c["metadata"]["name"]) not in checked_on]
+        job, state = start_job(parent, children, settings)
     else:
         # Decided before the Job was created; kept as they were then.
         before += [c for c in (previous_condition(body, fitcheck.CONDITION),

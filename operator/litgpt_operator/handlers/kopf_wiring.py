@@ -29,6 +29,7 @@ from litgpt_operator.api import BY_KIND, GROUP, KINDS, VERSION, KindInfo
 from litgpt_operator.builders.common import KIND_LABEL, MANAGED_BY
 from litgpt_operator.handlers.children import forget_shared
 from litgpt_operator.handlers.core import RECHECKS, enqueue, enqueue_owner
+from litgpt_operator.handlers.jobs import forget_created
 
 MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
 _BY_LABEL = {k.kind.lower(): k for k in KINDS}
@@ -121,6 +122,7 @@ async def forget_phases(**_) -> None:
     children afresh."""
     PHASES.clear()
     forget_shared()
+    forget_created()
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
