@@ -230,6 +230,19 @@ def test_a_worker_gets_the_lane_and_the_newest_body_a_watch_event_gave():
     assert taken == [(KEY, Taken(True, {"v": 2})), (("LitGPTModel", "ns", "b"), Taken(False, None))]
 
 
+def test_a_deleted_object_s_queued_reconcile_reads_it_rather_than_trusting_its_create_event():
+    taken = []
+    queue = WorkQueue(lambda key, t: taken.append(t), workers=1)
+    try:
+        queue.add(KEY, urgent=True, body={"v": 1})
+        queue.forget_body(KEY)  # its DELETED event
+        queue.start()
+        wait_for(lambda: taken and queue.idle(), "the reconcile", timeout_s=5)
+    finally:
+        queue.stop()
+    assert taken == [Taken(True, None)]
+
+
 NEW_MODEL = {"apiVersion": "litgpt.lightning.ai/v1alpha1", "kind": "LitGPTModel",
              "metadata": {"namespace": "ns", "name": "a", "uid": "u1", "resourceVersion": "7", "generation": 1},
              "spec": {"repoId": "org/model"}}

@@ -28,7 +28,7 @@ from litgpt_operator import metrics
 from litgpt_operator.api import BY_KIND, GROUP, KINDS, VERSION, KindInfo
 from litgpt_operator.builders.common import KIND_LABEL, MANAGED_BY
 from litgpt_operator.handlers.children import forget_shared
-from litgpt_operator.handlers.core import RECHECKS, enqueue, enqueue_owner
+from litgpt_operator.handlers.core import RECHECKS, WORK, enqueue, enqueue_owner
 from litgpt_operator.handlers.jobs import forget_created
 
 MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
@@ -52,6 +52,7 @@ def _on_event(kind: KindInfo):
     async def handler(event: dict, body: Any, namespace: str, name: str, memo: kopf.Memo, **kwargs) -> None:
         if event.get("type") == "DELETED":
             RECHECKS.settled((kind.kind, namespace, name))
+            WORK.forget_body((kind.kind, namespace, name))
             metrics.record(kind.kind, namespace, name, None)  # its series leave the metrics with it
             PHASES.pop((kind.kind, namespace, name), None)
         else:

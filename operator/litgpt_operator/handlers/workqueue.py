@@ -85,6 +85,11 @@ class WorkQueue:
             self.urgent.append(key)
             self.queued[key] = True
 
+    def forget_body(self, key: Key) -> None:
+        """The object is gone: a queued reconcile must read that, not trust the body it was given."""
+        with self.cond:
+            self.bodies.pop(key, None)
+
     def urgent_waiting(self) -> bool:
         """Whether an urgent key waits for a worker (a reconcile may leave what can wait to later)."""
         return bool(self.urgent)
