@@ -12,11 +12,13 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-# The names a client inside or outside the cluster may use for the apiserver. 10.0.0.1 is the
-# first address of the service range the control plane uses (the `kubernetes` Service).
+from litgpt_devcluster.addresses import KUBERNETES_SERVICE_IP
+
+# The names a client inside or outside the cluster may use for the apiserver; pods reach it at the
+# `kubernetes` Service's address.
 SERVING_SANS = (
     "IP:127.0.0.1",
-    "IP:10.0.0.1",
+    f"IP:{KUBERNETES_SERVICE_IP}",
     "DNS:localhost",
     "DNS:kubernetes",
     "DNS:kubernetes.default",

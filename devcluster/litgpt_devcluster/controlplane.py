@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from litgpt_devcluster import certs, processes
+from litgpt_devcluster.addresses import SERVICE_CIDR
 from litgpt_devcluster.binaries import (  # noqa: F401 - part of this module's API
     INSTALL_HINT,
     BinariesMissing,
@@ -43,7 +44,6 @@ from litgpt_devcluster.binaries import (  # noqa: F401 - part of this module's A
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SERVICE_CIDR = "10.0.0.0/24"
 
 # Stop order: clients of the apiserver first, etcd last, so nothing logs connection errors
 # (and nothing writes half a change) while the store goes away.

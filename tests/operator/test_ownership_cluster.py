@@ -1,6 +1,7 @@
 """The operator acts only on children whose controller is the very object it reconciles (its uid,
 not its name): an object of a child's name that is somebody else's is left as it was, and the
-parent says which object is in the way."""
+parent says which object is in the way. A child the API server refuses is named on the parent
+too, in the server's words."""
 
 from __future__ import annotations
 
@@ -58,3 +59,24 @@ def test_a_job_of_the_same_name_is_not_adopted(k8s, operator):
     body = k8s.wait_phase("FinetuneJob", "ft", "Succeeded", timeout=60)
     job = k8s.get("Job", "ft-finetune")
     assert job["metadata"]["ownerReferences"][0]["uid"] == body["metadata"]["uid"]
+
+
+def test_a_child_the_api_server_refuses_is_named_on_the_parent_until_the_cause_goes(k8s, operator):
+    """A namespace quota of no Services: the API server refuses the ModelServer's Service (403).
+    The server's status quotes the refusal instead of waiting in silence, and once the quota is
+    gone the next re-check (backing off) brings the server up."""
+    quota = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "no-services"},
+             "spec": {"hard": {"services": "0"}}}
+    k8s.apply(quota)
+    ready_model(k8s)
+    k8s.apply(SERVER)
+    body = wait_for(lambda: (lambda b: b if (condition(b, "Ready") or {}).get("reason") == "ChildRefused" else None)(
+        k8s.get("ModelServer", "chat")), "ModelServer chat to report the refused Service", timeout_s=30)
+    message = condition(body, "Ready")["message"]
+    assert body["status"]["phase"] == "Pending"
+    assert message.startswith("The API server refused Service chat (HTTP 403): ") and "quota" in message
+    assert k8s.get("Service", "chat") is None and k8s.get("Deployment", "chat") is None
+
+    k8s.kube.kubectl("delete", "resourcequota", "no-services", "-n", k8s.namespace)
+    body = k8s.wait_phase("ModelServer", "chat", "Ready", timeout=90)
+    assert k8s.get("Service", "chat")["metadata"]["ownerReferences"][0]["uid"] == body["metadata"]["uid"]

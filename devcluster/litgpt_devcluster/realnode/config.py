@@ -15,7 +15,6 @@ from pathlib import Path
 NODE_IP = "10.250.0.1"  # on the namespace's `node0` link: the apiserver, kubelet, DNS, Hub
 NODE_PREFIX = 24
 POD_CIDR = "10.244.0.0/24"  # the CNI bridge `litgpt0`; its gateway 10.244.0.1 is the node
-SERVICE_CIDR = "10.0.0.0/24"  # the control plane's --service-cluster-ip-range
 CLUSTER_DOMAIN = "cluster.local"
 CNI_BIN_DIR = "/usr/lib/cni"  # Debian's containernetworking-plugins
 NODE_NAME = "realnode-0"

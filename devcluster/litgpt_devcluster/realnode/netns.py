@@ -16,7 +16,8 @@ import os
 import subprocess
 from pathlib import Path
 
-from litgpt_devcluster.realnode.config import NODE_IP, NODE_PREFIX, SERVICE_CIDR
+from litgpt_devcluster.addresses import SERVICE_CIDR
+from litgpt_devcluster.realnode.config import NODE_IP, NODE_PREFIX
 
 DEFAULT_NAME = "litgpt-realnode"
 ENV = "LITGPT_REAL_NODE_NETNS"  # set for commands run inside it (tests check it)

@@ -8,8 +8,12 @@ never the name, keeps it from adopting them or reporting their results.
 
 from __future__ import annotations
 
+import json
 import time
-from typing import Optional
+from contextlib import contextmanager
+from typing import Iterator, Optional
+
+from kubernetes.client.rest import ApiException
 
 from litgpt_operator import kube
 from litgpt_operator.builders.common import Parent
@@ -32,6 +36,43 @@ def in_the_way_message(obj: dict, parent: Parent) -> str:
     holder = f"{owner.get('kind')} {owner.get('name')}" if owner else "no litgpt object"
     return (f"{what} already exists and is controlled by {holder}, so the operator leaves it alone. "
             f"Delete or rename it (or rename this {parent.kind}) to proceed.")
+
+
+class Refused(Exception):
+    """The API server refused to create or apply a child (a quota, an admission webhook, an
+    invalid field, a full Service IP range): the parent's status carries the server's own words,
+    since a log line is not where a user looks."""
+
+    def __init__(self, child: dict, error: ApiException):
+        self.message = refused_message(child, error)
+        super().__init__(self.message)
+
+
+# Answers that say "not now" rather than "no": the API server restarting, overloaded, or behind a
+# proxy that lost it. Those stay exceptions (logged, re-checked with back-off) and never reach a
+# status, which would flap through every API server restart.
+_PASSING = frozenset({429, 502, 503, 504})
+
+
+def refused_message(child: dict, error: ApiException) -> str:
+    what = f"{child['kind']} {child['metadata']['name']}"
+    try:
+        said = json.loads(error.body or "{}").get("message") or ""
+    except (TypeError, ValueError, AttributeError):
+        said = ""
+    said = (said or str(error.reason or "")).strip().rstrip(".") or "no reason given"
+    return (f"The API server refused {what} (HTTP {error.status}): {said}. "
+            "The operator tries again with back-off; fix the cause and it proceeds.")
+
+
+@contextmanager
+def refusals_reported(child: dict) -> Iterator[None]:
+    try:
+        yield
+    except ApiException as error:
+        if error.status in _PASSING or not 400 <= (error.status or 0) <= 500:
+            raise
+        raise Refused(child, error) from error
 
 
 def is_ours(obj: dict, parent: Parent) -> bool:
@@ -74,7 +115,8 @@ def create_children(children: list[dict], parent: Parent) -> list[tuple[Optional
         if not owned and time.monotonic() - _shared_known.get(shared, float("-inf")) < SHARED_KNOWN_SECONDS:
             live.append((None, False))
             continue
-        obj, created = kube.create_or_get(child, read_existing=owned)
+        with refusals_reported(child):
+            obj, created = kube.create_or_get(child, read_existing=owned)
         if not owned:
             _shared_known[shared] = time.monotonic()
         live.append((ours(obj, parent) if owned else obj, created))
@@ -87,7 +129,11 @@ def apply_children(children: list[dict], parent: Parent, checked: frozenset[str]
     for child in children:
         if child["kind"] not in checked:
             get_ours(child["kind"], parent, child["metadata"]["name"])
-    return [kube.apply(child) for child in children]
+    applied = []
+    for child in children:
+        with refusals_reported(child):
+            applied.append(kube.apply(child))
+    return applied
 
 
 def delete_child(kind: str, parent: Parent, name: str) -> None:

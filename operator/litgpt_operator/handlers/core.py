@@ -27,7 +27,7 @@ from kubernetes.client.rest import ApiException
 
 from litgpt_operator import kube, metrics, status
 from litgpt_operator.api import BY_KIND, KindInfo
-from litgpt_operator.handlers.children import InTheWay
+from litgpt_operator.handlers.children import InTheWay, Refused
 from litgpt_operator.handlers.requeue import Requeue
 from litgpt_operator.handlers.workqueue import Key, Taken, WorkQueue
 from litgpt_operator.settings import Settings, current
@@ -100,7 +100,9 @@ def _reconcile(kind: KindInfo, namespace: str, name: str, new: Optional[dict] = 
             try:
                 observed = RECONCILERS[kind.kind](body, settings)
             except InTheWay as blocked:
-                observed = in_the_way(kind, blocked)
+                observed = blocked_child(kind, "ObjectInTheWay", blocked.message)
+            except Refused as refused:
+                observed = blocked_child(kind, "ChildRefused", refused.message)
         if first_child_lane and not body.get("status") and WORK.urgent_waiting():
             # Its children exist now; its first status can wait for the new objects queued behind
             # it. A routine reconcile of its own writes it (asked for while this one runs: after).
@@ -117,12 +119,13 @@ def _reconcile(kind: KindInfo, namespace: str, name: str, new: Optional[dict] = 
     raise kube_conflict(kind, namespace, name)
 
 
-def in_the_way(kind: KindInfo, blocked: InTheWay) -> status.Observed:
-    """An object of a child's name is not ours: say so and look again later (it may be deleted,
-    or be an earlier incarnation's child on its way out)."""
+def blocked_child(kind: KindInfo, reason: str, message: str) -> status.Observed:
+    """A child cannot be made: an object of its name is not ours (ObjectInTheWay: it may be
+    deleted, or be an earlier incarnation's child on its way out), or the API server refused it
+    (ChildRefused: a quota, a webhook, a full range). Say so and look again later, backing off."""
     main = "Ready" if kind.kind in ("LitGPTModel", "ModelServer") else "Succeeded"
-    cond = status.Cond.of(main, False, "ObjectInTheWay", blocked.message, warning=True)
-    return status.Observed("Pending", [cond], waiting_for=blocked.message)
+    cond = status.Cond.of(main, False, reason, message, warning=True)
+    return status.Observed("Pending", [cond], waiting_for=message)
 
 
 def kube_conflict(kind: KindInfo, namespace: str, name: str) -> RuntimeError:
