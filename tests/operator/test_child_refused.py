@@ -63,7 +63,7 @@ def test_a_refusal_without_a_status_body_falls_back_to_the_http_reason(monkeypat
         children.create_children([SERVICE], PARENT)
 
 
-@pytest.mark.parametrize("status", [429, 502, 503, 504])
+@pytest.mark.parametrize("status", [409, 429, 502, 503, 504])
 def test_not_now_is_not_a_refusal(monkeypatch, status):
     monkeypatch.setattr(children.kube, "create_or_get", raising(answer(status, "the server is restarting")))
     with pytest.raises(ApiException):

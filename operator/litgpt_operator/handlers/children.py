@@ -48,10 +48,10 @@ class Refused(Exception):
         super().__init__(self.message)
 
 
-# Answers that say "not now" rather than "no": the API server restarting, overloaded, or behind a
-# proxy that lost it. Those stay exceptions (logged, re-checked with back-off) and never reach a
-# status, which would flap through every API server restart.
-_PASSING = frozenset({429, 502, 503, 504})
+# Answers that say "not now" rather than "no": a conflict the next reconcile resolves, the API
+# server restarting, overloaded, or behind a proxy that lost it. Those stay exceptions (logged,
+# re-checked with back-off) and never reach a status, which would flap through every restart.
+_PASSING = frozenset({409, 429, 502, 503, 504})
 
 
 def refused_message(child: dict, error: ApiException) -> str:
