@@ -318,3 +318,17 @@ def test_jobs_this_process_created_before_any_status_said_so_are_looked_for_not_
     assert not jobs.may_have_jobs({"metadata": {"uid": "u2"}})
     assert jobs.may_have_jobs({"metadata": {"uid": "u1"}, "status": {"phase": "Pending"}})
     assert jobs._created_unrecorded == set()  # the status says so now: forgotten
+
+
+def test_an_object_deleted_before_its_status_said_it_had_jobs_is_forgotten(monkeypatch):
+    from litgpt_operator.builders.common import Parent
+    from litgpt_operator.handlers import jobs
+
+    job = {"kind": "Job", "metadata": {"name": "a-download", "namespace": "ns", "uid": "j1"}}
+    monkeypatch.setattr(jobs, "create_children", lambda children, parent: [(job, True)])
+    jobs.forget_created()
+    jobs.start_job(Parent("v1", "LitGPTModel", "a", "ns", "u1"), [job], settings=None)
+    jobs.start_job(Parent("v1", "LitGPTModel", "b", "ns", "u2"), [job], settings=None)
+    jobs.forget_created_by("u1")  # its DELETED event: a long-running operator keeps no trace of it
+    assert jobs._created_unrecorded == {"u2"}
+    jobs.forget_created()

@@ -63,6 +63,11 @@ def forget_created() -> None:
     _created_unrecorded.clear()
 
 
+def forget_created_by(uid: str) -> None:
+    """The object is gone (maybe before any status said it had Jobs)."""
+    _created_unrecorded.discard(uid)
+
+
 def may_have_jobs(body: dict) -> bool:
     """Whether a Job-backed object may have Jobs already: not when it was never reconciled (no
     status) or last said it waits for a dependency (no Job is created before it settles), unless
@@ -353,6 +358,7 @@ def reconcile_training(body: dict, spec: Any, settings: Settings, job_name: str,
             refused = Cond.of("Succeeded", False, fit.reason, "No Job was created: " + fit.message, warning=True)
             return Observed("Failed", [*before, fit, refused], fields)
         before += [fit] if fit else []
+        children = run.children
         if run.data_check is not None:
             checked = check_data(parent, run.data_check, settings, look_first)
             fields.update(checked.fields)
@@ -365,11 +371,9 @@ def reconcile_training(body: dict, spec: Any, settings: Settings, job_name: str,
                 return Observed("Failed", [*before, Cond.of("Succeeded", False, checked.condition.reason, message),
                                            Cond.of("Failed", True, checked.condition.reason, message, warning=True)],
                                 fields)
-        children = run.children
-        if run.data_check is not None:
             # What the finished check read (the inline-data ConfigMap, named by its content) exists:
             # ours, it lives as long as this object; creating it again would only conflict.
-            checked_on = {(c["kind"], c["metadata"]["name"]) for c in run.data_check.children[:-1]}
+            checked_on = {(c["kind"], c["metadata"]["name"]) for c in run.data_check.children}
             children = [c for c in children if (c["kind"], c["metadata"]["name"]) not in checked_on]
         job, state = start_job(parent, children, settings)
     else:

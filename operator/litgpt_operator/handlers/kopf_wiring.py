@@ -29,7 +29,7 @@ from litgpt_operator.api import BY_KIND, GROUP, KINDS, VERSION, KindInfo
 from litgpt_operator.builders.common import KIND_LABEL, MANAGED_BY
 from litgpt_operator.handlers.children import forget_shared
 from litgpt_operator.handlers.core import RECHECKS, WORK, enqueue, enqueue_owner
-from litgpt_operator.handlers.jobs import forget_created
+from litgpt_operator.handlers.jobs import forget_created, forget_created_by
 
 MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
 _BY_LABEL = {k.kind.lower(): k for k in KINDS}
@@ -53,6 +53,7 @@ def _on_event(kind: KindInfo):
         if event.get("type") == "DELETED":
             RECHECKS.settled((kind.kind, namespace, name))
             WORK.forget_body((kind.kind, namespace, name))
+            forget_created_by(body["metadata"]["uid"])
             metrics.record(kind.kind, namespace, name, None)  # its series leave the metrics with it
             PHASES.pop((kind.kind, namespace, name), None)
         else:
